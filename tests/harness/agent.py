@@ -1,0 +1,1 @@
+"""Fixtures: agent (filled in by its room)."""

@@ -1,0 +1,1 @@
+"""Fixtures: mosquitto (filled in by its room)."""

@@ -1,0 +1,1 @@
+"""Fixtures: moto (filled in by its room)."""
