@@ -1,0 +1,69 @@
+"""The ``edgectl`` entry point: one place that maps errors to exit codes.
+
+Each command module under ``edge.cli`` exposes ``register(app)``; commands stay
+a few lines that parse options, call the core and hand the result to a
+renderer. The core never imports this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from edge.errors import EdgeError
+
+# Command modules, each with ``register(app: typer.Typer) -> None``. Imported
+# lazily by name so a broken optional module cannot break unrelated commands
+# at import time more than once, and so the list reads as the CLI's table of
+# contents.
+COMMAND_MODULES = [
+    "edge.cli.cmd_invoke",
+    "edge.cli.cmd_demo",
+]
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="edgectl",
+        help="Build, deploy and run Lambda-style functions on edge devices.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line and exit 2 (usage) or 1, bugs keep a traceback."""
+    app = build_app()
+    try:
+        app(args=argv, prog_name="edgectl", standalone_mode=False)
+    except EdgeError as exc:
+        print(f"edgectl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgectl: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer.Exit inside commands
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("edgectl: aborted", file=sys.stderr)
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
