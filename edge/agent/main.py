@@ -1,0 +1,155 @@
+"""``edge-agent``: the device daemon's entry point.
+
+Standard library argparse only: the agent must not import typer, rich or
+anything else the device does not need (a test checks ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge.agent")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="edge-agent", description="The edgectl device agent.")
+    p.add_argument("--config", required=True, type=Path, help="the device file (devices/NAME.yaml)")
+    p.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its state")
+    p.add_argument(
+        "--component", action="append", default=[], type=Path, metavar="PATH",
+        help="a component folder to run (repeatable)",
+    )
+    p.add_argument("--broker", help="override the device file's broker.url")
+    p.add_argument(
+        "--results-dir", type=Path,
+        help="also write every result to this local directory (air-gapped use, tests)",
+    )
+    p.add_argument(
+        "--durability", choices=("power", "process"), default="power",
+        help="power: fsync each group commit (survives power loss; default); "
+        "process: survives a crash of the agent but not of the machine",
+    )
+    p.add_argument("--heartbeat", type=float, default=30.0, help="status heartbeat, seconds")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    return p.parse_args(argv)
+
+
+def _sink_factory(device: Any, results_dir: Path | None) -> Any:
+    """Builds each component's sinks, sharing one boto3 client per service: clients
+    cost megabytes each and a device runs many components."""
+    from edge.sync.sinks import DynamoDBSink, LocalDirSink, S3Sink, Sink
+
+    clients: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in clients:
+            from edge.aws.dynamodb import DynamoDBClient
+            from edge.aws.s3 import S3Client
+            from edge.aws.session import make_client, make_session
+
+            cloud = device.cloud
+            session = make_session(cloud.region)
+            endpoint = cloud.s3_endpoint if service == "s3" else cloud.dynamodb_endpoint
+            ca = str(cloud.ca_bundle) if cloud.ca_bundle else None
+            raw = make_client(session, service, endpoint_url=endpoint, ca_bundle=ca)
+            clients[service] = S3Client(raw) if service == "s3" else DynamoDBClient(raw)
+        return clients[service]
+
+    def factory(manifest: Any) -> Mapping[str, Sink]:
+        sinks: dict[str, Sink] = {}
+        if manifest.results.s3 is not None:
+            sinks["s3"] = S3Sink(
+                client("s3"),
+                bucket=manifest.results.s3.bucket,
+                prefix_template=manifest.results.s3.prefix,
+                thing=device.thing_name,
+                component=manifest.name,
+            )
+        if manifest.results.dynamodb is not None:
+            ddb = manifest.results.dynamodb
+            sinks["dynamodb"] = DynamoDBSink(
+                client("dynamodb"),
+                table=ddb.table,
+                partition_key=ddb.partition_key,
+                sort_key=ddb.sort_key,
+            )
+        if results_dir is not None:
+            sinks["local"] = LocalDirSink(results_dir)
+        return sinks
+
+    return factory
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.agent import logs
+    from edge.agent.agent import Agent, offline_will, status_topic
+    from edge.model.component import load_component
+    from edge.model.device import BrokerConfig, load_device
+    from edge.mqtt.paho_bus import BrokerAddress, PahoBus, Will
+
+    device = load_device(args.config)
+    logs.configure(device.name, args.log_level, args.log_format)
+    if args.broker:
+        device = replace(device, broker=replace(device.broker, url=args.broker))
+    components = [load_component(path) for path in args.component]
+    broker: BrokerConfig = device.broker
+    bus = PahoBus(
+        BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
+        client_id=f"edge-agent-{device.thing_name}",
+        persistent=True,
+        manual_ack=True,
+        will=Will(status_topic(device.thing_name), offline_will(device)),
+    )
+    agent = Agent(
+        device,
+        components,
+        bus=bus,
+        data_dir=args.data_dir,
+        sink_factory=_sink_factory(device, args.results_dir),
+        fsync=args.durability == "power",
+        heartbeat=args.heartbeat,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    bus.start()
+    log.info(
+        "agent started: %d component(s), broker %s",
+        len(components), bus.address.url,
+        extra={"stream": "agent"},
+    )
+    stop.wait()
+    agent.stop()
+    bus.close()
+    log.info("agent stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except EdgeError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

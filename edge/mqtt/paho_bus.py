@@ -1,0 +1,298 @@
+"""The ``Bus`` over paho-mqtt: the only module that imports paho.
+
+Three things matter more than the API surface:
+
+* TCP_NODELAY on every socket. With Nagle on, a QoS 1 round trip through a
+  loopback broker takes 44-88 ms instead of under a millisecond.
+* Exceptions from our callbacks never reach paho: paho re-raises them and
+  stops its network loop, which would silently stop the agent's intake.
+* Manual acknowledgement (``manual_ack=True``): the agent acknowledges a QoS 1
+  message only after it is on disk, so the broker keeps it until then.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge.errors import BrokerError, UsageError
+from edge.model.topics import matches
+from edge.mqtt.bus import ConnectionHandler, Message, MessageHandler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        url: str,
+        *,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
+    ) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise UsageError(f"broker: {url!r} is not an mqtt:// or mqtts:// URL")
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls, ca, cert, key)
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    try:
+        raw = getattr(sock, "socket", lambda: sock)() if isinstance(sock, ssl.SSLSocket) else sock
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (websocket wrapper, unix socket)
+        pass
+
+
+class PahoBus:
+    """A ``Bus`` on one MQTT 5 connection.
+
+    ``persistent=True`` keeps the broker session across disconnects (fixed client
+    id, clean start off, a session expiry), so QoS 1 messages published while the
+    device was away are delivered when it returns.
+    """
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str | None = None,
+        persistent: bool = False,
+        session_expiry: int = 7 * 24 * 3600,
+        manual_ack: bool = False,
+        keepalive: int = 30,
+        will: Will | None = None,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id or f"edgectl-{uuid.uuid4().hex[:12]}"
+        self._persistent = persistent
+        self._session_expiry = session_expiry
+        self._manual_ack = manual_ack
+        self._keepalive = keepalive
+        self._subs: dict[str, tuple[MessageHandler, int]] = {}
+        self._subs_lock = threading.Lock()
+        self._conn_handlers: list[ConnectionHandler] = []
+        self._connected = threading.Event()
+        self._failure: str | None = None
+        self._started = False
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        self._client.on_socket_open = _nodelay
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Let many QoS 1 messages be in flight: the default 20 would make a burst
+        # of results wait for acknowledgements one window at a time.
+        self._client.max_inflight_messages_set(1000)
+        self._client.max_queued_messages_set(0)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, will.qos, will.retain)
+        if address.tls:
+            self._client.tls_set(
+                ca_certs=str(address.ca) if address.ca else None,
+                certfile=str(address.cert) if address.cert else None,
+                keyfile=str(address.key) if address.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+
+    # -- connection ----------------------------------------------------------------
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect and wait for CONNACK; ``BrokerError`` if that takes over ``timeout``."""
+        self.start()
+        if not self.wait_connected(timeout):
+            detail = self._failure or "no answer"
+            self.close()
+            raise BrokerError(f"cannot connect to broker {self.address.url}: {detail}")
+
+    def start(self) -> None:
+        """Connect in the background; reconnects forever with backoff (the agent's mode)."""
+        if self._started:
+            return
+        self._started = True
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry if self._persistent else 0
+        self._client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=self._keepalive,
+            clean_start=not self._persistent,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float | None) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def on_connection_change(self, handler: ConnectionHandler) -> None:
+        self._conn_handlers.append(handler)
+
+    def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self._connected.clear()
+
+    # -- pub/sub -------------------------------------------------------------------
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
+        with self._subs_lock:
+            self._subs[topic_filter] = (handler, qos)
+        if self._connected.is_set():
+            self._client.subscribe(topic_filter, options=_sub_options(qos))
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._subs_lock:
+            self._subs.pop(topic_filter, None)
+        if self._connected.is_set():
+            self._client.unsubscribe(topic_filter)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        props = None
+        if properties:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = [(str(k), str(v)) for k, v in properties.items()]
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise BrokerError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        if timeout is not None:
+            try:
+                info.wait_for_publish(timeout)
+            except (ValueError, RuntimeError) as exc:
+                raise BrokerError(f"publish to {topic!r} failed: {exc}") from exc
+            if not info.is_published():
+                raise BrokerError(
+                    f"publish to {topic!r} not acknowledged by {self.address.url} "
+                    f"within {timeout:g}s"
+                )
+
+    def ack(self, message: Message) -> None:
+        if self._manual_ack and message.qos > 0 and message.mid:
+            self._client.ack(message.mid, message.qos)
+
+    # -- paho callbacks (never let an exception escape into paho) ---------------------
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        try:
+            if reason.is_failure:
+                self._failure = str(reason)
+                log.warning("broker %s refused connection: %s", self.address.url, reason)
+                return
+            self._failure = None
+            with self._subs_lock:
+                subs = list(self._subs.items())
+            for topic_filter, (_, qos) in subs:
+                client.subscribe(topic_filter, options=_sub_options(qos))
+            self._connected.set()
+            log.info("connected to %s as %s", self.address.url, self.client_id)
+            for handler in self._conn_handlers:
+                handler(True)
+        except Exception:
+            log.exception("error in connect handler")
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        try:
+            was = self._connected.is_set()
+            self._connected.clear()
+            if reason is not None and getattr(reason, "is_failure", False):
+                self._failure = str(reason)
+            if was:
+                log.warning("disconnected from %s: %s", self.address.url, reason)
+                for handler in self._conn_handlers:
+                    handler(False)
+        except Exception:
+            log.exception("error in disconnect handler")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            props: dict[str, str] = {}
+            user = getattr(msg.properties, "UserProperty", None) if msg.properties else None
+            if user:
+                props = {str(k): str(v) for k, v in user}
+            message = Message(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                dup=bool(getattr(msg, "dup", False)),
+                properties=props,
+                mid=msg.mid,
+            )
+            with self._subs_lock:
+                handlers = [h for f, (h, _) in self._subs.items() if matches(f, msg.topic)]
+            if not handlers:
+                self.ack(message)
+                return
+            for handler in handlers:
+                try:
+                    handler(message)
+                except Exception:
+                    log.exception("message handler failed for topic %s", msg.topic)
+        except Exception:
+            log.exception("error while receiving a message")
+
+
+def _sub_options(qos: int) -> SubscribeOptions:
+    # retainHandling=1: retained messages only for a new subscription, so an agent
+    # restart on a persistent session does not re-run the retained trigger.
+    return SubscribeOptions(qos=qos, retainHandling=1)
