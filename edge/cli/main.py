@@ -39,6 +39,10 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line and exit 2 (usage) or 1, bugs keep a traceback."""
+    import logging
+
+    # Library loggers stay quiet unless something needs the user's attention.
+    logging.basicConfig(level=logging.WARNING, format="edgectl: %(levelname)s: %(message)s")
     app = build_app()
     try:
         app(args=argv, prog_name="edgectl", standalone_mode=False)

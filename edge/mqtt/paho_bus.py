@@ -112,6 +112,7 @@ class PahoBus:
         self._connected = threading.Event()
         self._failure: str | None = None
         self._started = False
+        self._closing = False
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -177,6 +178,7 @@ class PahoBus:
         if not self._started:
             return
         self._started = False
+        self._closing = True
         try:
             self._client.disconnect()
         finally:
@@ -257,7 +259,10 @@ class PahoBus:
             if reason is not None and getattr(reason, "is_failure", False):
                 self._failure = str(reason)
             if was:
-                log.warning("disconnected from %s: %s", self.address.url, reason)
+                if self._closing:
+                    log.debug("disconnected from %s", self.address.url)
+                else:
+                    log.warning("disconnected from %s: %s", self.address.url, reason)
                 for handler in self._conn_handlers:
                     handler(False)
         except Exception:
