@@ -1,0 +1,424 @@
+"""Where results go: S3, DynamoDB, or a local directory.
+
+Every sink's ``write`` is idempotent on the record's deterministic
+``result_id`` (S3 key, DynamoDB key, file name are all functions of the
+record), because the outbox delivers at least once: a record re-sent after a
+crash or a timeout overwrites itself instead of appearing twice. A sink raises
+the ``CloudError`` family (or ``OSError`` for the local directory) and leaves
+retrying to the sync loop, which keeps the records on disk meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import string
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+from edge.errors import ValidationError
+from edge.sync.records import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, ResultRecord
+
+if TYPE_CHECKING:
+    import boto3.session
+
+    from edge.aws.dynamodb import DynamoDBClient
+    from edge.aws.s3 import S3Client
+
+# DynamoDB items are limited to 400 KB; leave room for the other attributes.
+MAX_INLINE_RESULT = 300 * 1024
+PREFIX_FIELDS = frozenset({"thing", "component", "date", "hour"})
+
+
+class Sink(Protocol):
+    """Something results are written to; ``write`` is idempotent per record."""
+
+    name: str
+
+    def write(self, records: Sequence[ResultRecord]) -> None: ...
+
+
+def iso8601(ts: float) -> str:
+    """UTC with milliseconds and a ``Z``, so the strings sort in time order."""
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _suffix(record: ResultRecord) -> str:
+    return ".bin" if record.is_binary else ".json"
+
+
+# -- S3 -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One planned PUT: what ``S3Sink`` writes, kept as data so layouts are easy to swap."""
+
+    key: str
+    body: bytes
+    content_type: str
+    metadata: Mapping[str, str]
+
+
+def validate_prefix(template: str) -> None:
+    """Reject a prefix template with unknown or positional placeholders up front.
+
+    Found at configuration time this is a one-line user error; found at
+    write time it would wedge the outbox.
+    """
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValidationError(str(exc), field="results.s3.prefix", value=template) from exc
+    unknown = sorted(fields - PREFIX_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown placeholder {{{unknown[0]}}} in {template!r}; "
+            f"use {', '.join('{' + f + '}' for f in sorted(PREFIX_FIELDS))}",
+            field="results.s3.prefix",
+            value=template,
+        )
+
+
+def _metadata_value(value: str) -> str:
+    # S3 user metadata travels as HTTP headers, which must be ASCII; topics may not be.
+    return value if value.isascii() else quote(value, safe="/+#$&=:@,;")
+
+
+class S3Sink:
+    """One S3 object per record at ``<prefix><result_id>.json`` (or ``.bin``).
+
+    The prefix template may use ``{thing}``, ``{component}``, ``{date}``
+    (``YYYY-MM-DD``) and ``{hour}`` (``HH``); the date and hour are those of
+    the record's ``received_at`` in UTC, never of the upload, so a record
+    re-sent days later lands on the same key. ``_objects`` is the layout
+    step: batching records into NDJSON objects named by their seq range is a
+    different ``_objects``, the write loop stays.
+    """
+
+    name = "s3"
+
+    def __init__(
+        self,
+        s3: S3Client,
+        *,
+        bucket: str,
+        prefix_template: str,
+        thing: str,
+        component: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        validate_prefix(prefix_template)
+        self._s3 = s3
+        self.bucket = bucket
+        self.prefix_template = prefix_template
+        self.thing = thing
+        self.component = component
+        # Not part of any key (keys must not depend on when we upload); kept for
+        # layouts that flush on age, such as the batched NDJSON form.
+        self._clock = clock
+
+    def prefix_for(self, record: ResultRecord) -> str:
+        """The rendered prefix of ``record``'s object (no leading slash)."""
+        moment = datetime.fromtimestamp(record.received_at, UTC)
+        rendered = self.prefix_template.format(
+            thing=self.thing,
+            component=self.component,
+            date=moment.strftime("%Y-%m-%d"),
+            hour=moment.strftime("%H"),
+        )
+        return rendered.lstrip("/")
+
+    def key_for(self, record: ResultRecord) -> str:
+        return f"{self.prefix_for(record)}{record.result_id}{_suffix(record)}"
+
+    def _objects(self, records: Sequence[ResultRecord]) -> Iterator[S3Object]:
+        for record in records:
+            yield S3Object(
+                key=self.key_for(record),
+                body=record.body,
+                content_type=record.content_type,
+                metadata={
+                    "device": _metadata_value(record.device),
+                    "component": _metadata_value(record.component),
+                    "topic": _metadata_value(record.topic),
+                    "request-id": record.request_id,
+                    "kind": record.kind,
+                    "seq": str(record.seq),
+                },
+            )
+
+    def write(self, records: Sequence[ResultRecord]) -> None:
+        for obj in self._objects(records):
+            self._s3.put_object(
+                self.bucket,
+                obj.key,
+                obj.body,
+                content_type=obj.content_type,
+                metadata=obj.metadata,
+            )
+
+
+# -- DynamoDB -------------------------------------------------------------------------------
+
+
+def _decode_result(record: ResultRecord) -> tuple[Any, bool]:
+    """The value to store as ``result`` and whether it was left out for size."""
+    if len(record.body) > MAX_INLINE_RESULT:
+        return None, True
+    if record.is_binary:
+        return record.body, False
+    try:
+        # Decimal keeps JSON numbers exact; NaN/Infinity have no DynamoDB form.
+        return json.loads(record.body, parse_float=Decimal, parse_constant=str), False
+    except ValueError:
+        return record.body, False  # not JSON after all: keep the bytes rather than lose them
+
+
+class DynamoDBSink:
+    """One item per record, keyed ``{thing}#{component}`` / ``{received_at iso}#{seq:012d}``.
+
+    The key is a function of the record, so a re-sent record overwrites its
+    own item; the sort key orders a component's results by arrival time with
+    the seq as tie-breaker. Results larger than 300 KB are left out
+    (``result_omitted: true``) because DynamoDB items stop at 400 KB; the S3
+    sink keeps the full body.
+    """
+
+    name = "dynamodb"
+
+    def __init__(
+        self,
+        ddb: DynamoDBClient,
+        *,
+        table: str,
+        partition_key: str = "pk",
+        sort_key: str = "sk",
+    ) -> None:
+        self._ddb = ddb
+        self.table = table
+        self.partition_key = partition_key
+        self.sort_key = sort_key
+
+    def item_for(self, record: ResultRecord) -> dict[str, Any]:
+        """The item written for ``record`` (plain values; the client serializes them)."""
+        result, omitted = _decode_result(record)
+        item: dict[str, Any] = {
+            self.partition_key: f"{record.thing}#{record.component}",
+            self.sort_key: f"{iso8601(record.received_at)}#{record.seq:012d}",
+            "result_id": record.result_id,
+            "seq": record.seq,
+            "device": record.device,
+            "thing": record.thing,
+            "component": record.component,
+            "component_version": record.component_version,
+            "topic": record.topic,
+            "request_id": record.request_id,
+            "received_at": iso8601(record.received_at),
+            "finished_at": iso8601(record.finished_at),
+            "kind": record.kind,
+            "content_type": record.content_type,
+        }
+        if omitted:
+            item["result_omitted"] = True
+        else:
+            item["result"] = result
+        return item
+
+    def write(self, records: Sequence[ResultRecord]) -> None:
+        if not records:
+            return
+        self._ddb.batch_put(
+            self.table,
+            [self.item_for(r) for r in records],
+            key=(self.partition_key, self.sort_key),
+        )
+
+
+# -- local directory ------------------------------------------------------------------------
+
+
+class LocalDirSink:
+    """``<root>/<component>/<seq:012d>-<result_id>.json|.bin``, each written atomically.
+
+    For devices without an uplink (and for ``edgectl invoke`` locally). Each
+    file is written to a temporary name, fsynced and renamed, then the
+    directory is fsynced, so after a power cut a file is either whole or
+    absent; rewriting a record replaces the file with identical bytes.
+    """
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, record: ResultRecord) -> Path:
+        component = record.component
+        if not component or component in {".", ".."} or "/" in component or "\\" in component:
+            raise ValidationError(
+                "component name cannot be used as a directory name",
+                field="component",
+                value=component,
+            )
+        return self.root / component / f"{record.seq:012d}-{record.result_id}{_suffix(record)}"
+
+    def write(self, records: Sequence[ResultRecord]) -> None:
+        touched: set[Path] = set()
+        for record in records:
+            path = self.path_for(record)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, record.body)
+            touched.add(path.parent)
+        for directory in touched:
+            _fsync_dir(directory)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- wiring ---------------------------------------------------------------------------------
+
+
+class S3ResultsConfig(Protocol):
+    """What ``build_sinks`` reads of a component's ``results.s3`` (edge.model's S3Results)."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+
+
+class DynamoDBResultsConfig(Protocol):
+    """What ``build_sinks`` reads of ``results.dynamodb`` (edge.model's DynamoDBResults)."""
+
+    @property
+    def table(self) -> str: ...
+    @property
+    def partition_key(self) -> str: ...
+    @property
+    def sort_key(self) -> str: ...
+
+
+class ResultsConfig(Protocol):
+    @property
+    def s3(self) -> S3ResultsConfig | None: ...
+    @property
+    def dynamodb(self) -> DynamoDBResultsConfig | None: ...
+
+
+class CloudConfigLike(Protocol):
+    """What ``build_sinks`` reads of a device's cloud settings (edge.model's CloudConfig)."""
+
+    @property
+    def region(self) -> str: ...
+    @property
+    def s3_endpoint(self) -> str | None: ...
+    @property
+    def dynamodb_endpoint(self) -> str | None: ...
+    @property
+    def ca_bundle(self) -> str | os.PathLike[str] | None: ...
+
+
+def build_sinks(
+    results: ResultsConfig,
+    cloud: CloudConfigLike,
+    session: boto3.session.Session,
+    *,
+    thing: str,
+    component: str,
+    local_root: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Sink]:
+    """The sinks a component's results go to on this device, clients built from ``session``.
+
+    Typed against small protocols rather than ``edge.model`` classes so any
+    object with those attributes works (the model's dataclasses, test doubles).
+    ``ca_bundle`` applies to both endpoints: on a Snowball Edge the S3
+    endpoint presents the box's own certificate.
+    """
+    from edge.aws.dynamodb import DynamoDBClient
+    from edge.aws.s3 import S3Client
+    from edge.aws.session import make_client
+
+    sinks: list[Sink] = []
+    if results.s3 is not None:
+        client = make_client(
+            session,
+            "s3",
+            endpoint_url=cloud.s3_endpoint,
+            ca_bundle=cloud.ca_bundle,
+            region=cloud.region,
+        )
+        sinks.append(
+            S3Sink(
+                S3Client(client),
+                bucket=results.s3.bucket,
+                prefix_template=results.s3.prefix,
+                thing=thing,
+                component=component,
+            )
+        )
+    if results.dynamodb is not None:
+        client = make_client(
+            session,
+            "dynamodb",
+            endpoint_url=cloud.dynamodb_endpoint,
+            ca_bundle=cloud.ca_bundle,
+            region=cloud.region,
+        )
+        sinks.append(
+            DynamoDBSink(
+                DynamoDBClient(client, sleep=sleep),
+                table=results.dynamodb.table,
+                partition_key=results.dynamodb.partition_key,
+                sort_key=results.dynamodb.sort_key,
+            )
+        )
+    if local_root is not None:
+        sinks.append(LocalDirSink(local_root))
+    return sinks
+
+
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "DynamoDBSink",
+    "LocalDirSink",
+    "S3Object",
+    "S3Sink",
+    "Sink",
+    "build_sinks",
+    "iso8601",
+]

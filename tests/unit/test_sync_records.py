@@ -1,0 +1,106 @@
+"""Result records: deterministic ids and a lossless JSON form."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge.errors import ValidationError
+from edge.sync.records import ResultRecord, request_id_for, result_id_for
+
+
+def make_record(**overrides) -> ResultRecord:
+    fields = {
+        "result_id": result_id_for("pi01", "com.example.Thumbnailer", 7),
+        "seq": 7,
+        "device": "pi01",
+        "thing": "pi01",
+        "component": "com.example.Thumbnailer",
+        "component_version": "1.0.0",
+        "topic": "cameras/1/frames",
+        "request_id": request_id_for("pi01", "com.example.Thumbnailer", 7),
+        "received_at": 1_700_000_000.123,
+        "finished_at": 1_700_000_000.456,
+        "kind": "result",
+        "content_type": "application/json",
+        "body": b'{"ok": true}',
+    }
+    fields.update(overrides)
+    return ResultRecord(**fields)
+
+
+def test_result_id_is_stable_and_32_hex() -> None:
+    rid = result_id_for("pi01", "c", 1)
+    assert rid == result_id_for("pi01", "c", 1)
+    assert len(rid) == 32
+    int(rid, 16)
+
+
+def test_result_id_depends_on_every_input() -> None:
+    base = result_id_for("pi01", "c", 1)
+    assert (
+        len(
+            {
+                base,
+                result_id_for("pi02", "c", 1),
+                result_id_for("pi01", "d", 1),
+                result_id_for("pi01", "c", 2),
+                result_id_for("pi01", "c", 1, "v2"),
+            }
+        )
+        == 5
+    )
+
+
+def test_result_id_is_not_fooled_by_separators() -> None:
+    assert result_id_for("a|b", "c", 1) != result_id_for("a", "b|c", 1)
+
+
+def test_request_id_is_a_stable_uuid4() -> None:
+    rid = request_id_for("pi01", "c", 1)
+    assert rid == request_id_for("pi01", "c", 1)
+    assert rid != request_id_for("pi01", "c", 2)
+    parsed = uuid.UUID(rid)
+    assert parsed.version == 4
+    assert str(parsed) == rid
+
+
+@given(
+    body=st.binary(max_size=256),
+    seq=st.integers(min_value=0, max_value=2**53),
+    topic=st.text(max_size=40),
+    kind=st.sampled_from(["result", "error"]),
+)
+def test_json_round_trip(body: bytes, seq: int, topic: str, kind: str) -> None:
+    record = make_record(
+        body=body, seq=seq, topic=topic, kind=kind, content_type="application/octet-stream"
+    )
+    assert ResultRecord.from_json(record.to_json()) == record
+
+
+def test_to_json_is_one_line() -> None:
+    assert "\n" not in make_record(body=b"a\nb").to_json()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        '{"body": "!!"}',
+        make_record().to_json().replace('"kind":"result"', '"kind":"other"'),
+        make_record().to_json().replace('"seq":7', '"seq":"7"'),
+        make_record().to_json().replace('"seq":7,', ""),
+    ],
+)
+def test_from_json_rejects_damage(text: str) -> None:
+    with pytest.raises(ValidationError):
+        ResultRecord.from_json(text)
+
+
+def test_is_binary() -> None:
+    assert make_record().is_binary is False
+    assert make_record(content_type="application/octet-stream").is_binary is True
