@@ -648,3 +648,16 @@ def test_parse_size_rejects(value: object, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_size(value, source="f", field="x")
     assert str(info.value) == message
+
+
+# -- the reference page's example is valid -------------------------------------
+
+
+def test_docs_example_is_valid(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "manifest.md"
+    example = docs.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "component.yaml").write_text(example)
+    (tmp_path / "app.py").write_text("")
+    manifest = load_component(tmp_path)
+    assert manifest.name == "com.example.Thumbnailer"
+    assert manifest.limits.max_instances == 2

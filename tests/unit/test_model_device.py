@@ -423,3 +423,19 @@ def test_find_device_defined_twice(project: Path) -> None:
     assert str(info.value) == (
         "device 'pi01' is defined twice in devices/ (pi01.yaml and pi01.yml); keep one"
     )
+
+
+# -- the reference page's examples are valid -----------------------------------
+
+
+def test_docs_examples_are_valid(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "inventory.md"
+    blocks = [part.split("```", 1)[0] for part in docs.read_text().split("```yaml\n")[1:]]
+    assert len(blocks) == 2
+    for block in blocks:
+        name = block.split("\n", 1)[0].removeprefix("name: ").split()[0]
+        (tmp_path / f"{name}.yaml").write_text(block)
+    inventory = load_inventory(tmp_path)
+    assert inventory["pi01"].broker.port == 8883
+    assert inventory["snow1"].platform == Platform(os="linux", architecture="x86_64")
+    assert inventory["snow1"].outbox.max_bytes == 500_000_000_000
