@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
             "components/hello"
         ),
         device: Annotated[str, typer.Option(help="device file")] = "devices/local.yaml",
-        root: Annotated[Path, typer.Option(help="project root")] = Path("."),
+        root: Annotated[Path, typer.Option(help="project root")] = Path(),
         timeout: Annotated[float, typer.Option(help="seconds to wait for each stage")] = 60.0,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON document")] = False,
     ) -> None:

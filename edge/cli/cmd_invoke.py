@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
         """Run COMPONENT's handler once through the device's worker runtime."""
         from edge.local.invoke import invoke as run
 
-        result = run(component, event, topic=topic, on_log=lambda line: print(line, file=sys.stderr))
+        result = run(
+            component, event, topic=topic, on_log=lambda line: print(line, file=sys.stderr)
+        )
         doc = result.to_json()
         if as_json:
             print(json.dumps(doc, indent=2))
