@@ -21,6 +21,10 @@ from edge.errors import EdgeError
 COMMAND_MODULES = [
     "edge.cli.cmd_invoke",
     "edge.cli.cmd_demo",
+    "edge.cli.cmd_build",
+    "edge.cli.cmd_publish",
+    "edge.cli.cmd_deploy",
+    "edge.cli.cmd_fleet",
 ]
 
 

@@ -1,0 +1,53 @@
+"""``edgectl publish``: upload artifacts and register a Greengrass component version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge.cli import render
+from edge.cli.cmd_build import run_build
+from edge.deploy.calls import CallRecorder
+from edge.deploy.greengrass import make_clients, publish
+from edge.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("publish")
+    def publish_cmd(
+        component_dir: Annotated[Path, typer.Argument(help="Folder holding component.yaml.")],
+        bucket: Annotated[
+            str | None, typer.Option(help="S3 bucket for artifacts, in --region.")
+        ] = None,
+        region: Annotated[str, typer.Option(envvar="AWS_REGION")] = "us-east-1",
+        profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+        backend: Annotated[str, typer.Option(help="Only 'greengrass' publishes.")] = "greengrass",
+        platform: Annotated[list[str] | None, typer.Option("--platform")] = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the AWS calls as JSON lines instead.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Upload the component's artifacts to S3 and create its Greengrass component version."""
+        if backend != "greengrass":
+            raise UsageError(f"--backend: {backend!r}: publish only applies to 'greengrass'")
+        if not bucket:
+            raise UsageError("--bucket: required; name the S3 bucket for artifacts")
+        build = run_build(component_dir, platform or [], None, False, bucket, as_json or dry_run)
+        recorder = CallRecorder() if dry_run else None
+        clients = make_clients(region, profile=profile, recorder=recorder)
+        with render.progress_bar(not (as_json or dry_run)) as progress:
+            result = publish(build, clients, bucket=bucket, progress=progress)
+        if recorder is not None:
+            render.print_lines(recorder.lines())
+        elif as_json:
+            render.print_json(result.to_json())
+        else:
+            verb = "published" if result.created else "already published"
+            render.stdout().print(f"{result.component} {result.version}: {verb}")
+            for uri in result.uploaded:
+                render.stdout().print(f"  uploaded {uri}")
+            for uri in result.skipped_uploads:
+                render.stdout().print(f"  already in S3 {uri}")
