@@ -32,7 +32,7 @@ from edge.agent.store import IntakeRecord, OutboxEntry, Store
 from edge.agent.syncer import Syncer
 from edge.model.component import ComponentManifest
 from edge.model.device import DeviceConfig
-from edge.model.topics import matches
+from edge.model.topics import matches, minimal_filters
 from edge.mqtt.bus import Bus, Message
 from edge.sync.sinks import Sink
 
@@ -108,7 +108,7 @@ class Agent:
             self._dispatch(record)
         self._accepting.set()
         self.bus.on_connection_change(self._on_connection)
-        for topic_filter in sorted({f for f, _ in self._filters}):
+        for topic_filter in minimal_filters(f for f, _ in self._filters):
             self.bus.subscribe(topic_filter, self._on_trigger, qos=1)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
 

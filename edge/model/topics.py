@@ -16,7 +16,7 @@ placeholders; ``render`` fills them in and ``placeholders`` lists them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 __all__ = [
     "MAX_TOPIC_BYTES",
@@ -107,3 +107,38 @@ def render(template: str, **values: str) -> str:
     if missing:
         raise ValueError(f"no value for placeholder {{{missing[0]}}} in {template!r}")
     return _PLACEHOLDER.sub(lambda match: values[match[1]], template)
+
+
+def covers(general: str, specific: str) -> bool:
+    """True when every topic matched by filter ``specific`` is matched by ``general``.
+
+    The agent subscribes only to filters no other filter covers: a broker that
+    sees both ``a/+`` and ``a/#`` from one client may deliver a message once per
+    matching subscription, and the same trigger must not be recorded twice.
+    """
+    g_levels = general.split("/")
+    s_levels = specific.split("/")
+    if g_levels[0] in ("+", "#") and s_levels[0].startswith("$"):
+        return False
+    for i, g in enumerate(g_levels):
+        if g == "#":
+            # '#' covers the parent level too, and any further (wildcard) levels.
+            return not (i == 0 and s_levels[0].startswith("$"))
+        if i >= len(s_levels):
+            return False
+        s = s_levels[i]
+        if s == "#":
+            return False
+        if g == "+":
+            continue
+        if g != s:
+            return False
+    return len(g_levels) == len(s_levels)
+
+
+def minimal_filters(filters: Iterable[str]) -> list[str]:
+    """The filters of ``filters`` that no other one covers (duplicates collapse)."""
+    unique = sorted(set(filters))
+    return [
+        f for f in unique if not any(o != f and covers(o, f) for o in unique)
+    ]

@@ -284,7 +284,10 @@ class PahoBus:
                 mid=msg.mid,
             )
             with self._subs_lock:
-                handlers = [h for f, (h, _) in self._subs.items() if matches(f, msg.topic)]
+                # One call per distinct handler even when several of its filters match.
+                handlers = list(
+                    dict.fromkeys(h for f, (h, _) in self._subs.items() if matches(f, msg.topic))
+                )
             if not handlers:
                 self.ack(message)
                 return

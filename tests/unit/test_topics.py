@@ -205,3 +205,44 @@ def test_render_roundtrip(values: dict[str, str]) -> None:
     assert placeholders(template) == set(values)
     rendered = render(template, **values)
     assert rendered == ("/".join(values.values()) if values else "x")
+
+
+# -- covers / minimal_filters: the agent's subscription set -----------------------------
+from edge.model.topics import covers, minimal_filters  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("general", "specific", "expected"),
+    [
+        ("a/#", "a/+", True),
+        ("a/#", "a", True),
+        ("#", "a/b/c", True),
+        ("a/+", "a/b", True),
+        ("a/+", "a/#", False),
+        ("a/+", "a/b/c", False),
+        ("a/b", "a/+", False),
+        ("+/b", "a/b", True),
+        ("#", "$SYS/x", False),
+        ("+/x", "$SYS/x", False),
+        ("a/+/c", "a/b/+", False),
+    ],
+)
+def test_covers(general: str, specific: str, expected: bool) -> None:
+    assert covers(general, specific) is expected
+
+
+def test_minimal_filters_drops_covered_and_duplicate_filters() -> None:
+    assert minimal_filters(["a/+", "a/#", "b/c", "b/c", "x/+/z", "x/y/+"]) == [
+        "a/#", "b/c", "x/+/z", "x/y/+",
+    ]
+
+
+@given(st.lists(st.sampled_from(["a", "b", "+"]), min_size=1, max_size=4), st.lists(
+    st.sampled_from(["a", "b", "c"]), min_size=1, max_size=4))
+def test_covers_agrees_with_matches(filter_levels: list[str], topic_levels: list[str]) -> None:
+    """If ``general`` covers ``specific``, every topic matching specific matches general."""
+    specific = "/".join(filter_levels)
+    topic = "/".join(topic_levels)
+    for general in (specific, specific + "/#", "#", "+/" + specific):
+        if covers(general, specific) and matches(specific, topic):
+            assert matches(general, topic)
