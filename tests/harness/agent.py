@@ -239,7 +239,9 @@ def probe(mosquitto: MosquittoBroker) -> Iterator[Probe]:
 
 
 @pytest.fixture
-def agent_factory(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[Callable[..., AgentRunner]]:
+def agent_factory(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> Iterator[Callable[..., AgentRunner]]:
     runners: list[AgentRunner] = []
 
     def make(components: list[Path], **kwargs: Any) -> AgentRunner:
