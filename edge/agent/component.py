@@ -219,7 +219,7 @@ class ComponentRunner:
         return fresh
 
     def _run_one(self, worker: Worker | None, item: IntakeRecord) -> Worker | None:
-        request_id = request_id_for(self.thing, self.manifest.name, item.seq)
+        request_id = request_id_for(self.thing, self.manifest.name, item.seq, self._epoch)
         encoding = self._encoding_for(item.topic)
         started = self._clock()
         outcome: Outcome

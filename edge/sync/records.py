@@ -32,23 +32,26 @@ def _digest(*parts: object) -> bytes:
     return hashlib.sha256(canonical.encode("utf-8")).digest()
 
 
-def result_id_for(thing: str, component: str, seq: int, attempt_key: str = "") -> str:
+def result_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str:
     """The deterministic id of the result of intake record ``seq``: 32 hex characters.
 
-    ``attempt_key`` distinguishes results that must *not* collapse into one
-    (for example a deliberate re-processing under a new component version);
-    a plain retry leaves it empty and so overwrites the same item.
+    ``epoch`` is minted once per device data dir: a device whose disk was wiped
+    restarts its sequence numbers, and must not overwrite its earlier results.
+    A plain retry of the same record gives the same id and so overwrites the
+    same item or object.
     """
-    return _digest("edge.result.v1", thing, component, int(seq), attempt_key).hex()[:32]
+    return _digest("edge.result.v1", thing, component, int(seq), epoch).hex()[:32]
 
 
-def request_id_for(thing: str, component: str, seq: int) -> str:
+def request_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str:
     """A UUID-shaped ``aws_request_id`` that is the same every time ``seq`` is re-run.
 
     Handlers often use the request id as their own idempotency key (as with
     Powertools on Lambda); a fresh random id on re-delivery would defeat that.
     """
-    raw = _digest("edge.request.v1", thing, component, int(seq))[:16]
+    # ``epoch`` (minted once per device data dir) keeps ids unique when a wiped
+    # device starts its sequence numbers again.
+    raw = _digest("edge.request.v1", thing, component, int(seq), epoch)[:16]
     return str(uuid.UUID(bytes=raw, version=4))
 
 
