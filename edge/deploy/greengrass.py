@@ -121,11 +121,16 @@ def semver_key(version: str) -> tuple[int, int, int, int, str]:
 
 
 def next_patch(versions: Sequence[str]) -> str:
-    """The version after the highest published one; ``1.0.0`` when none is."""
+    """The version after the highest published one; ``1.0.0`` when none is.
+
+    A pre-release as the highest (``1.0.11-rc.1``) is followed by its release.
+    """
     valid = [v for v in versions if SEMVER_RE.match(v)]
     if not valid:
         return "1.0.0"
-    major, minor, patch, _, _ = semver_key(max(valid, key=semver_key))
+    major, minor, patch, released, _ = semver_key(max(valid, key=semver_key))
+    if not released:  # after 1.0.11-rc.1 comes the release 1.0.11
+        return f"{major}.{minor}.{patch}"
     return f"{major}.{minor}.{patch + 1}"
 
 
