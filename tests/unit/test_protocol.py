@@ -1,0 +1,233 @@
+"""The worker framing: ``write_frame``/``read_frame`` on streams, and the agent's
+deadline-bound ``_FrameReader`` on a real pipe."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.agent.worker import _FrameReader
+from edge.runtime.protocol import MAX_BODY, MAX_HEADER, ProtocolError, read_frame, write_frame
+
+_LEN = struct.Struct(">I")
+
+
+def frame(header: bytes, body: bytes = b"") -> bytes:
+    return _LEN.pack(len(header)) + header + _LEN.pack(len(body)) + body
+
+
+def encode(header: dict[str, object], body: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    write_frame(buf, header, body)
+    return buf.getvalue()
+
+
+# -- write_frame / read_frame on a stream -------------------------------------------
+
+
+def test_frame_layout_is_length_prefixed_header_then_body() -> None:
+    raw = encode({"type": "ready"}, b"xyz")
+    assert raw == frame(b'{"type":"ready"}', b"xyz")
+
+
+def test_round_trip_keeps_header_and_binary_body() -> None:
+    body = bytes(range(256))
+    stream = io.BytesIO(encode({"type": "invoke", "request_id": "r1"}, body))
+    assert read_frame(stream) == ({"type": "invoke", "request_id": "r1"}, body)
+
+
+def test_consecutive_frames_are_read_one_at_a_time() -> None:
+    stream = io.BytesIO(encode({"type": "a"}) + encode({"type": "b"}, b"2"))
+    assert read_frame(stream) == ({"type": "a"}, b"")
+    assert read_frame(stream) == ({"type": "b"}, b"2")
+    with pytest.raises(EOFError):
+        read_frame(stream)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    header=st.dictionaries(
+        st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20), st.none())
+    ),
+    body=st.binary(max_size=300),
+)
+def test_any_header_and_body_round_trip(header: dict[str, object], body: bytes) -> None:
+    header = {**header, "type": "t"}
+    assert read_frame(io.BytesIO(encode(header, body))) == (header, body)
+
+
+def test_empty_stream_is_eof() -> None:
+    with pytest.raises(EOFError):
+        read_frame(io.BytesIO(b""))
+
+
+@pytest.mark.parametrize("cut", [2, 4, 10, 21])
+def test_stream_closed_mid_frame_is_eof(cut: int) -> None:
+    raw = encode({"type": "result"}, b"body")
+    assert cut < len(raw)
+    with pytest.raises(EOFError):
+        read_frame(io.BytesIO(raw[:cut]))
+
+
+def test_oversized_header_length_is_refused_before_reading_it() -> None:
+    stream = io.BytesIO(_LEN.pack(MAX_HEADER + 1))
+    with pytest.raises(ProtocolError, match="exceeds"):
+        read_frame(stream)
+
+
+def test_oversized_body_length_is_refused_before_reading_it() -> None:
+    stream = io.BytesIO(_LEN.pack(13) + b'{"type":"x"}' + b" " + _LEN.pack(MAX_BODY + 1))
+    with pytest.raises(ProtocolError, match="body"):
+        read_frame(stream)
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        (b"junk!", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "'type'"),
+        (b'{"kind": "result"}', "'type'"),
+        (b'"type"', "'type'"),
+    ],
+)
+def test_garbage_header_is_a_protocol_error(header: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        read_frame(io.BytesIO(frame(header)))
+
+
+# -- _FrameReader: the agent's side, on a real pipe, with deadlines ---------------------
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[_FrameReader, int]]:
+    rfd, wfd = os.pipe()
+    reader = _FrameReader(rfd)
+    yield reader, wfd
+    reader.close()
+    os.close(rfd)
+    with contextlib.suppress(OSError):  # the test may have closed it to signal EOF
+        os.close(wfd)
+
+
+def soon(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+def test_reader_returns_frames_written_in_one_chunk_in_order(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    reader, wfd = pipe
+    os.write(wfd, encode({"type": "a"}, b"1") + encode({"type": "b"}, b"22"))
+    assert reader.read(soon()) == ({"type": "a"}, b"1")
+    assert reader.read(soon()) == ({"type": "b"}, b"22")
+
+
+def test_reader_reassembles_a_frame_written_byte_by_byte(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    reader, wfd = pipe
+    for byte in encode({"type": "result", "ok": True}, b"payload"):
+        os.write(wfd, bytes([byte]))
+    assert reader.read(soon()) == ({"type": "result", "ok": True}, b"payload")
+
+
+def test_reader_times_out_when_nothing_arrives(pipe: tuple[_FrameReader, int]) -> None:
+    reader, _ = pipe
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        reader.read(time.monotonic() + 0.05)
+    assert time.monotonic() - started < 2.0
+
+
+def test_reader_with_a_past_deadline_times_out_at_once(pipe: tuple[_FrameReader, int]) -> None:
+    reader, _ = pipe
+    with pytest.raises(TimeoutError):
+        reader.read(time.monotonic() - 1)
+
+
+def test_reader_times_out_on_half_a_frame_and_keeps_what_it_has(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    reader, wfd = pipe
+    raw = encode({"type": "result"}, b"body")
+    os.write(wfd, raw[:7])
+    with pytest.raises(TimeoutError):
+        reader.read(time.monotonic() + 0.05)
+    os.write(wfd, raw[7:])
+    assert reader.read(soon()) == ({"type": "result"}, b"body")
+
+
+def test_reader_sees_eof_when_the_writer_closes_mid_frame(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    reader, wfd = pipe
+    os.write(wfd, encode({"type": "result"}, b"body")[:9])
+    os.close(wfd)
+    with pytest.raises(EOFError):
+        reader.read(soon())
+
+
+def test_reader_sees_eof_on_a_clean_close(pipe: tuple[_FrameReader, int]) -> None:
+    reader, wfd = pipe
+    os.close(wfd)
+    with pytest.raises(EOFError):
+        reader.read(soon())
+
+
+def test_reader_refuses_an_oversized_header_without_waiting_for_it(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    reader, wfd = pipe
+    os.write(wfd, _LEN.pack(0xFFFFFFFF))
+    # No deadline: if the reader tried to buffer 4 GiB it would block forever.
+    with pytest.raises(ProtocolError, match="header length"):
+        reader.read(None)
+
+
+def test_reader_refuses_an_oversized_body_without_waiting_for_it(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    reader, wfd = pipe
+    os.write(wfd, _LEN.pack(12) + b'{"type":"x"}' + _LEN.pack(MAX_BODY + 1))
+    with pytest.raises(ProtocolError, match="body length"):
+        reader.read(None)
+
+
+@pytest.mark.parametrize("header", [b"junk!", b"[]", b'{"ok": true}', b"\x00\x01\x02"])
+def test_reader_refuses_junk_headers(pipe: tuple[_FrameReader, int], header: bytes) -> None:
+    reader, wfd = pipe
+    os.write(wfd, frame(header))
+    with pytest.raises(ProtocolError):
+        reader.read(soon())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    bodies=st.lists(st.binary(max_size=200), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=1, max_value=50), max_size=6),
+)
+def test_reader_handles_any_split_of_a_frame_stream(bodies: list[bytes], cuts: list[int]) -> None:
+    raw = b"".join(encode({"type": "r", "i": i}, body) for i, body in enumerate(bodies))
+    rfd, wfd = os.pipe()
+    reader = _FrameReader(rfd)
+    try:
+        pos = 0
+        for cut in cuts:
+            os.write(wfd, raw[pos : pos + cut])
+            pos += cut
+        os.write(wfd, raw[pos:])
+        got = [reader.read(soon()) for _ in bodies]
+    finally:
+        reader.close()
+        os.close(rfd)
+        os.close(wfd)
+    assert got == [({"type": "r", "i": i}, body) for i, body in enumerate(bodies)]

@@ -1,0 +1,330 @@
+"""The intake log and outbox: group commit, callbacks after commit, crash recovery."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.agent.store import IntakeRecord, OutboxEntry, Store
+
+WAIT = 5.0
+
+
+class Recorded:
+    """A ``done`` callback for ``Store.record`` that a test can wait on."""
+
+    def __init__(self, expected: int = 1) -> None:
+        self.rows: list[IntakeRecord] = []
+        self.calls = 0
+        self._expected = expected
+        self._lock = threading.Lock()
+        self.event = threading.Event()
+
+    def __call__(self, rows: list[IntakeRecord]) -> None:
+        with self._lock:
+            self.rows.extend(rows)
+            self.calls += 1
+            if self.calls >= self._expected:
+                self.event.set()
+
+    def wait(self) -> list[IntakeRecord]:
+        assert self.event.wait(WAIT), f"only {self.calls} of {self._expected} callbacks ran"
+        return self.rows
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "agent.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[Store]:
+    s = Store(db, fsync=False)
+    s.start()
+    yield s
+    s.close()
+
+
+def record(
+    store: Store,
+    components: list[str] | None = None,
+    topic: str = "sensors/s1/hello",
+    payload: bytes = b'{"n": 1}',
+    properties: dict[str, str] | None = None,
+    received_at: float | None = 1700000000.5,
+) -> list[IntakeRecord]:
+    done = Recorded()
+    store.record(
+        components or ["hello"], topic, payload, properties or {}, done, received_at=received_at
+    )
+    return done.wait()
+
+
+def complete(store: Store, seq: int, entries: list[OutboxEntry]) -> None:
+    done = threading.Event()
+    store.complete(seq, entries, done.set)
+    assert done.wait(WAIT)
+
+
+def entry(sink: str, n: int, component: str = "hello") -> OutboxEntry:
+    return OutboxEntry(sink, component, f"rid-{n}", f'{{"n":{n}}}')
+
+
+# -- intake -------------------------------------------------------------------------
+
+
+def test_record_calls_back_after_commit_with_the_rows(store: Store) -> None:
+    rows = record(store, payload=b"\x00raw", properties={"content-type": "x"})
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.seq >= 1
+    assert (row.component, row.topic, row.payload) == ("hello", "sensors/s1/hello", b"\x00raw")
+    assert row.properties == {"content-type": "x"}
+    assert row.received_at == 1700000000.5
+    assert row.attempts == 0
+    # The callback runs after the commit: the row is visible to other connections.
+    assert store.pending() == rows
+    assert store.commits >= 1
+
+
+def test_sequence_numbers_increase(store: Store) -> None:
+    seqs = [record(store)[0].seq for _ in range(5)]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 5
+    assert store.next_seq() == seqs[-1] + 1
+
+
+def test_one_message_for_two_components_gives_two_rows(store: Store) -> None:
+    rows = record(store, components=["a", "b"])
+    assert [r.component for r in rows] == ["a", "b"]
+    assert rows[1].seq == rows[0].seq + 1
+    assert [r.seq for r in store.pending()] == [rows[0].seq, rows[1].seq]
+
+
+def test_received_at_defaults_to_now(store: Store) -> None:
+    import time
+
+    before = time.time()
+    (row,) = record(store, received_at=None)
+    assert before <= row.received_at <= time.time()
+
+
+def test_group_commit_covers_many_records_per_transaction(db: Path) -> None:
+    store = Store(db, fsync=False)
+    store.start()
+    try:
+        # Hold the writer inside the first commit's callback until all 500 are queued:
+        # whatever the scheduling, the other 499 then wait in the queue together.
+        release = threading.Event()
+        store.record(["c"], "t", b"{}", {}, lambda rows: release.wait(WAIT))
+        done = Recorded(expected=499)
+        for i in range(499):
+            store.record(["c"], "t", str(i).encode(), {}, done)
+        release.set()
+        rows = done.wait()
+        assert len(rows) == 499
+        assert store.commits in (1, 2)  # 2 if the writer took the first one alone
+        assert [r.payload for r in rows] == [str(i).encode() for i in range(499)]
+    finally:
+        store.close()
+
+
+def test_group_commit_honours_max_batch(db: Path) -> None:
+    store = Store(db, fsync=False, max_batch=100)
+    store.start()
+    try:
+        release = threading.Event()
+        store.record(["c"], "t", b"{}", {}, lambda rows: release.wait(WAIT))
+        done = Recorded(expected=500)
+        for _ in range(500):
+            store.record(["c"], "t", b"{}", {}, done)
+        release.set()
+        done.wait()
+        # 501 operations, at most 100 per transaction: 6 commits however they queue.
+        assert store.commits == 6
+    finally:
+        store.close()
+
+
+def test_500_records_queued_quickly_need_fewer_than_500_commits(store: Store) -> None:
+    done = Recorded(expected=500)
+    for i in range(500):
+        store.record(["c"], "t", str(i).encode(), {}, done)
+    rows = done.wait()
+    assert sorted(r.seq for r in rows) == [r.seq for r in rows]
+    assert store.commits < 500
+
+
+def test_close_commits_everything_queued(db: Path) -> None:
+    store = Store(db, fsync=False)
+    store.start()
+    done = Recorded(expected=20)
+    for _ in range(20):
+        store.record(["c"], "t", b"{}", {}, done)
+    store.close()
+    assert done.calls == 20
+    reopened = Store(db, fsync=False)
+    try:
+        assert len(reopened.pending()) == 20
+    finally:
+        reopened.close()
+
+
+def test_a_failing_callback_does_not_stop_the_writer(store: Store) -> None:
+    def broken(rows: list[IntakeRecord]) -> None:
+        raise RuntimeError("callback bug")
+
+    store.record(["c"], "t", b"{}", {}, broken)
+    rows = record(store)
+    assert len(store.pending()) == 2
+    assert rows[0].seq == store.pending()[1].seq
+
+
+# -- complete and the outbox ---------------------------------------------------------
+
+
+def test_complete_moves_the_row_to_the_outbox_in_one_commit(store: Store) -> None:
+    (row,) = record(store)
+    commits = store.commits
+    seen: dict[str, object] = {}
+
+    def done() -> None:  # runs after the commit, on the writer thread
+        seen["pending"] = store.pending()
+        seen["outbox"] = store.outbox_batch("s3", 10)
+
+    finished = threading.Event()
+    store.complete(row.seq, [entry("s3", 1), entry("dynamodb", 1)], done)
+    store.complete(row.seq + 1000, [], finished.set)  # a marker after it
+    assert finished.wait(WAIT)
+    assert seen["pending"] == []
+    assert [r.result_id for r in seen["outbox"]] == ["rid-1"]  # type: ignore[attr-defined]
+    assert store.commits - commits in (1, 2)
+    assert [r.sink for r in store.outbox_batch("dynamodb", 10)] == ["dynamodb"]
+
+
+def test_complete_with_no_results_just_finishes_the_intake(store: Store) -> None:
+    (row,) = record(store)
+    complete(store, row.seq, [])
+    assert store.pending() == []
+    assert store.outbox_stats() == {}
+
+
+def test_pending_after_a_crash_returns_unfinished_rows(db: Path) -> None:
+    store = Store(db, fsync=False)
+    store.start()
+    first = record(store, payload=b"one", properties={"k": "v"})[0]
+    second = record(store, payload=b"two")[0]
+    third = record(store, payload=b"three")[0]
+    complete(store, second.seq, [entry("s3", 2)])
+    store.close()  # the process dies here: first and third never completed
+
+    reopened = Store(db, fsync=False)
+    reopened.start()
+    try:
+        pending = reopened.pending()
+        assert pending == [first, third]
+        assert pending[0].properties == {"k": "v"}
+        assert isinstance(pending[0].payload, bytes)
+        assert [r.result_id for r in reopened.outbox_batch("s3", 10)] == ["rid-2"]
+        # Sequence numbers never go back, even for a row deleted before the crash.
+        (fresh,) = record(reopened)
+        assert fresh.seq == third.seq + 1
+    finally:
+        reopened.close()
+
+
+def test_sequence_numbers_are_not_reused_after_everything_completed(db: Path) -> None:
+    store = Store(db, fsync=False)
+    store.start()
+    (row,) = record(store)
+    complete(store, row.seq, [])
+    store.close()
+    reopened = Store(db, fsync=False)
+    reopened.start()
+    try:
+        assert reopened.next_seq() == row.seq + 1
+        assert record(reopened)[0].seq == row.seq + 1
+    finally:
+        reopened.close()
+
+
+def test_bump_attempts(store: Store) -> None:
+    rows = record(store, components=["a", "b"])
+    store.bump_attempts([rows[0].seq])
+    store.bump_attempts([rows[0].seq])
+    assert [r.attempts for r in store.pending()] == [2, 0]
+
+
+def test_outbox_batch_is_per_sink_oldest_first_and_limited(store: Store) -> None:
+    rows = record(store, components=["a", "b", "c"])
+    complete(store, rows[0].seq, [entry("s3", 1), entry("local", 1)])
+    complete(store, rows[1].seq, [entry("local", 2), entry("s3", 2)])
+    complete(store, rows[2].seq, [entry("s3", 3)])
+    s3 = store.outbox_batch("s3", 10)
+    assert [r.result_id for r in s3] == ["rid-1", "rid-2", "rid-3"]
+    assert [r.id for r in s3] == sorted(r.id for r in s3)
+    assert {r.sink for r in s3} == {"s3"}
+    assert [r.result_id for r in store.outbox_batch("s3", 2)] == ["rid-1", "rid-2"]
+    assert [r.result_id for r in store.outbox_batch("local", 10)] == ["rid-1", "rid-2"]
+    assert store.outbox_batch("dynamodb", 10) == []
+    assert s3[0].record == '{"n":1}'
+
+
+def test_outbox_delete_removes_only_the_given_rows(store: Store) -> None:
+    (row,) = record(store)
+    complete(store, row.seq, [entry("s3", 1), entry("s3", 2), entry("local", 3)])
+    s3 = store.outbox_batch("s3", 10)
+    store.outbox_delete([s3[0].id])
+    assert [r.result_id for r in store.outbox_batch("s3", 10)] == ["rid-2"]
+    assert [r.result_id for r in store.outbox_batch("local", 10)] == ["rid-3"]
+    store.outbox_delete([])
+    assert len(store.outbox_batch("s3", 10)) == 1
+
+
+def test_outbox_stats(store: Store) -> None:
+    (row,) = record(store)
+    complete(store, row.seq, [entry("s3", 1), entry("s3", 22), entry("local", 3)])
+    stats = store.outbox_stats()
+    assert set(stats) == {"s3", "local"}
+    assert stats["s3"]["records"] == 2
+    assert stats["s3"]["bytes"] == len('{"n":1}') + len('{"n":22}')
+    assert stats["local"] == {
+        "records": 1,
+        "bytes": len('{"n":3}'),
+        "oldest_age_s": stats["local"]["oldest_age_s"],
+    }
+    assert 0.0 <= stats["s3"]["oldest_age_s"] < 60.0
+
+
+def test_on_outbox_fires_only_for_commits_that_add_outbox_rows(store: Store) -> None:
+    calls: list[int] = []
+    fired = threading.Event()
+
+    def listener() -> None:
+        calls.append(store.commits)
+        fired.set()
+
+    store.on_outbox(listener)
+    (row,) = record(store)
+    other = record(store)[0]
+    complete(store, other.seq, [])  # no outbox rows: no call
+    assert calls == []
+    store.complete(row.seq, [entry("s3", 1)])
+    assert fired.wait(WAIT)
+    assert len(calls) == 1
+    assert store.outbox_batch("s3", 10) != []
+
+
+def test_store_creates_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "agent.db"
+    store = Store(path, fsync=True)
+    try:
+        assert path.parent.is_dir()
+        assert store.pending() == []
+        assert store.next_seq() == 1
+    finally:
+        store.close()
+
