@@ -16,7 +16,6 @@ deterministic request id and result id) or has nothing left to do.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -28,6 +27,7 @@ from typing import Any
 
 from edge import __version__
 from edge.agent.component import ComponentRunner, Finished
+from edge.agent.status import SCHEMA_VERSION, StatusReporter
 from edge.agent.store import IntakeRecord, OutboxEntry, Store
 from edge.agent.syncer import Syncer
 from edge.model.component import ComponentManifest
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 SinkFactory = Callable[[ComponentManifest], Mapping[str, Sink]]
 
 
-def status_topic(thing: str) -> str:
-    return f"edge/{thing}/status"
-
-
 class Agent:
     def __init__(
         self,
@@ -56,77 +52,113 @@ class Agent:
         sink_factory: SinkFactory,
         fsync: bool = True,
         heartbeat: float = 30.0,
-        stop_timeout: float | None = None,
     ) -> None:
         self.device = device
         self.thing = device.thing_name
         self.bus = bus
         self.data_dir = data_dir
-        self._heartbeat = heartbeat
+        self._sink_factory = sink_factory
         self._started_at = time.time()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / "agent.db", fsync=fsync)
         self.epoch = _epoch(data_dir)
         self._accepting = threading.Event()
-        self._stopped = threading.Event()
+        self._lock = threading.RLock()  # guards runners, filters and subscriptions
         self.runners: dict[str, ComponentRunner] = {}
-        sinks: dict[str, dict[str, Sink]] = {}
-        for manifest in components:
-            self.runners[manifest.name] = ComponentRunner(
-                manifest,
-                device=device.name,
-                thing=self.thing,
-                epoch=self.epoch,
-                on_finished=self._finished,
-                environment={"AWS_REGION": device.cloud.region,
-                             "AWS_DEFAULT_REGION": device.cloud.region},
-            )
-            for sink_name, sink in sink_factory(manifest).items():
-                sinks.setdefault(sink_name, {})[manifest.name] = sink
-        self._stop_timeout = stop_timeout if stop_timeout is not None else max(
-            [r.manifest.limits.timeout for r in self.runners.values()] + [1.0]
-        ) + 2.0
-        self._sink_names = {
-            name: tuple(sorted(s for s, by_comp in sinks.items() if name in by_comp))
-            for name in self.runners
-        }
-        self.syncer = Syncer(self.store, sinks)
+        self._sink_names: dict[str, tuple[str, ...]] = {}
         self._filters: list[tuple[str, str]] = []  # (rendered filter, component)
-        for runner in self.runners.values():
-            for topic_filter, _ in runner.trigger_encodings:
-                self._filters.append((topic_filter, runner.manifest.name))
-        self._status_lock = threading.Lock()
+        self._subscribed: set[str] = set()
+        self.syncer = Syncer(self.store, {})
+        self.status = StatusReporter(bus, self.thing, self.status_doc, heartbeat=heartbeat)
+        for manifest in components:
+            self._install(manifest)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.store.start()
         self.syncer.start()
-        for runner in self.runners.values():
-            runner.start()
-        # Whatever a crash left recorded but unfinished runs again first, in order.
-        for record in self.store.pending():
-            self._dispatch(record)
-        self._accepting.set()
-        self.bus.on_connection_change(self._on_connection)
-        for topic_filter in minimal_filters(f for f, _ in self._filters):
-            self.bus.subscribe(topic_filter, self._on_trigger, qos=1)
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        with self._lock:
+            for runner in self.runners.values():
+                runner.start()
+            # Whatever a crash left recorded but unfinished runs again first, in order.
+            for record in self.store.pending():
+                self._dispatch(record)
+            self._accepting.set()
+            self._resubscribe()
+        self.status.start()
 
     def stop(self) -> None:
         """Graceful stop: no new intake; in-flight invocations finish; queued ones stay
         pending in the store and run at the next start."""
         self._accepting.clear()
-        for runner in self.runners.values():
-            runner.stop(self._stop_timeout)
+        with self._lock:
+            runners = list(self.runners.values())
+        for runner in runners:
+            runner.stop(runner.manifest.limits.timeout + 2.0)
         self.store.close()
         self.syncer.stop()
-        self._stopped.set()
-        try:
-            self.bus.publish(
-                status_topic(self.thing), self._status_doc("offline"), retain=True, timeout=2
-            )
-        except Exception as exc:  # the broker may be gone; the last will covers it
-            log.info("could not publish offline status: %s", exc)
+        self.status.stop()
+
+    # -- components ----------------------------------------------------------------------
+    def _install(self, manifest: ComponentManifest) -> ComponentRunner:
+        runner = ComponentRunner(
+            manifest,
+            device=self.device.name,
+            thing=self.thing,
+            epoch=self.epoch,
+            on_finished=self._finished,
+            environment={
+                "AWS_REGION": self.device.cloud.region,
+                "AWS_DEFAULT_REGION": self.device.cloud.region,
+            },
+        )
+        sinks = dict(self._sink_factory(manifest))
+        self.syncer.set_sinks(manifest.name, sinks)
+        self._sink_names[manifest.name] = tuple(sorted(sinks))
+        self.runners[manifest.name] = runner
+        self._filters = [(f, c) for f, c in self._filters if c != manifest.name] + [
+            (topic_filter, manifest.name) for topic_filter, _ in runner.trigger_encodings
+        ]
+        return runner
+
+    def add_component(self, manifest: ComponentManifest) -> None:
+        """Run ``manifest`` (replacing a running version of it) and subscribe its triggers.
+
+        Records already pending for the component (from before a restart or a
+        replacement) run on the new version.
+        """
+        with self._lock:
+            old = self.runners.get(manifest.name)
+            if old is not None:
+                old.stop(old.manifest.limits.timeout + 2.0)
+            runner = self._install(manifest)
+            if self._accepting.is_set():
+                runner.start()
+                for record in self.store.pending():
+                    if record.component == manifest.name:
+                        runner.submit(record)
+                self._resubscribe()
+        self.status.changed()
+
+    def remove_component(self, name: str) -> bool:
+        """Stop running ``name``; its queued results still sync, its triggers stop."""
+        with self._lock:
+            runner = self.runners.pop(name, None)
+            if runner is None:
+                return False
+            self._filters = [(f, c) for f, c in self._filters if c != name]
+            self._resubscribe()
+            runner.stop(runner.manifest.limits.timeout + 2.0)
+        self.status.changed()
+        return True
+
+    def _resubscribe(self) -> None:
+        wanted = set(minimal_filters(f for f, _ in self._filters))
+        for topic_filter in sorted(wanted - self._subscribed):
+            self.bus.subscribe(topic_filter, self._on_trigger, qos=1)
+        for topic_filter in sorted(self._subscribed - wanted):
+            self.bus.unsubscribe(topic_filter)
+        self._subscribed = wanted
 
     # -- intake ------------------------------------------------------------------------
     def _on_trigger(self, message: Message) -> None:
@@ -147,11 +179,11 @@ class Agent:
     def _dispatch(self, record: IntakeRecord) -> None:
         runner = self.runners.get(record.component)
         if runner is None:
+            # Not deployed (yet): the record stays pending and runs when it is.
             log.warning(
-                "dropping pending seq %d for component %s, no longer deployed",
+                "seq %d waits for component %s, which is not running",
                 record.seq, record.component,
             )
-            self.store.complete(record.seq, [])
             return
         if not runner.submit(record):
             # Stays pending in the store; it runs at the next start.
@@ -194,47 +226,28 @@ class Agent:
             log.warning("publish to %s failed: %s", topic, exc)
 
     # -- status ------------------------------------------------------------------------
-    def _on_connection(self, connected: bool) -> None:
-        if connected:
-            threading.Thread(target=self.publish_status, daemon=True).start()
-
-    def publish_status(self) -> None:
-        if self._stopped.is_set():
-            return
-        try:
-            self.bus.publish(status_topic(self.thing), self._status_doc("online"), retain=True)
-        except Exception as exc:
-            log.info("status not published: %s", exc)
-
-    def _heartbeat_loop(self) -> None:
-        while not self._stopped.wait(self._heartbeat):
-            self.publish_status()
-
-    def status(self, state: str = "online") -> dict[str, Any]:
-        return {
-            "schema": 1,
+    def status_doc(self, state: str = "online") -> dict[str, Any]:
+        with self._lock:
+            components = {name: r.snapshot() for name, r in self.runners.items()}
+        doc: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
             "state": state,
             "device": self.device.name,
             "thing": self.thing,
             "class": self.device.device_class,
+            "platform": {
+                "os": self.device.platform.os,
+                "architecture": self.device.platform.architecture,
+            },
             "groups": list(self.device.groups),
             "agent_version": __version__,
             "uptime_s": round(time.time() - self._started_at, 1),
             "timestamp": time.time(),
-            "components": {name: r.snapshot() for name, r in self.runners.items()},
-            "outbox": self.syncer.snapshot() if state == "online" else {},
+            "components": components,
         }
-
-    def _status_doc(self, state: str) -> bytes:
-        with self._status_lock:
-            return json.dumps(self.status(state), separators=(",", ":")).encode()
-
-
-def offline_will(device: DeviceConfig) -> bytes:
-    """The last will: what the broker publishes on the status topic if we vanish."""
-    return json.dumps(
-        {"schema": 1, "state": "offline", "device": device.name, "thing": device.thing_name}
-    ).encode()
+        if state == "online":
+            doc["outbox"] = self.syncer.snapshot()
+        return doc
 
 
 def _epoch(data_dir: Path) -> str:

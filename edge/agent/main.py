@@ -93,7 +93,8 @@ def _sink_factory(device: Any, results_dir: Path | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from edge.agent import logs
-    from edge.agent.agent import Agent, offline_will, status_topic
+    from edge.agent.agent import Agent
+    from edge.agent.status import offline_will, status_topic
     from edge.model.component import load_component
     from edge.model.device import BrokerConfig, load_device
     from edge.mqtt.paho_bus import BrokerAddress, PahoBus, Will
@@ -109,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         client_id=f"edge-agent-{device.thing_name}",
         persistent=True,
         manual_ack=True,
-        will=Will(status_topic(device.thing_name), offline_will(device)),
+        will=Will(
+            status_topic(device.thing_name), offline_will(device.name, device.thing_name)
+        ),
     )
     agent = Agent(
         device,

@@ -45,13 +45,20 @@ class Syncer:
         batch: int = 100,
     ) -> None:
         self._store = store
-        self._sinks = sinks
+        self._sinks: dict[str, dict[str, Sink]] = {k: dict(v) for k, v in sinks.items()}
         self._batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.health = {name: SinkHealth() for name in sinks}
         store.on_outbox(self._wake.set)
+
+    def set_sinks(self, component: str, sinks: Mapping[str, Sink]) -> None:
+        """Route ``component``'s queued results to ``sinks`` (by sink name) from now on."""
+        for name, sink in sinks.items():
+            self._sinks.setdefault(name, {})[component] = sink
+            self.health.setdefault(name, SinkHealth())
+        self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="syncer", daemon=True)
@@ -71,7 +78,7 @@ class Syncer:
             self._wake.clear()
             busy = False
             now = time.monotonic()
-            for name in self._sinks:
+            for name in list(self._sinks):
                 if self.health[name].next_attempt > now:
                     continue
                 try:
