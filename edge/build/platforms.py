@@ -8,8 +8,7 @@ architectures still sold; ``snowball-edge`` is x86_64).
 
 Wheel tags are deliberately conservative: glibc targets accept
 ``manylinux_2_28`` and older (Raspberry Pi OS bookworm ships glibc 2.36,
-Amazon Linux 2023 2.34), musl targets ``musllinux_1_2`` and older; pip expands
-each tag to the older ones it implies.
+Amazon Linux 2023 2.34), musl targets ``musllinux_1_2`` and older.
 """
 
 from __future__ import annotations
@@ -33,10 +32,22 @@ class TargetPlatform:
 
     @property
     def pip_platforms(self) -> tuple[str, ...]:
-        """Platform tags for ``pip install --platform``, newest first."""
+        """Platform tags for ``pip install --platform``, newest first.
+
+        pip does not expand an explicit ``--platform`` to the older tags it
+        implies, so every accepted tag is listed: glibc 2.28 down to 2.17
+        (``manylinux2014``, the oldest for ARM), and for x86_64 on to
+        ``manylinux1``; musl 1.2 and 1.1.
+        """
+        arch = self.machine
         if self.libc == "musl":
-            return (f"musllinux_1_2_{self.machine}",)
-        return (f"manylinux_2_28_{self.machine}",)
+            return (f"musllinux_1_2_{arch}", f"musllinux_1_1_{arch}")
+        oldest = 5 if arch == "x86_64" else 17
+        tags = [f"manylinux_2_{minor}_{arch}" for minor in range(28, oldest - 1, -1)]
+        tags.append(f"manylinux2014_{arch}")
+        if arch == "x86_64":
+            tags += [f"manylinux2010_{arch}", f"manylinux1_{arch}"]
+        return tuple(tags)
 
     def recipe_platform(self) -> dict[str, str]:
         """The recipe manifest's ``Platform`` block; musl targets carry a ``libc`` attribute.

@@ -105,7 +105,7 @@ def vendor_python(
         "--no-compile", "--no-input", "--disable-pip-version-check", "--quiet",
         "-r", str(requirements),
     ]  # fmt: skip
-    for tag in platform.pip_platforms:
+    for tag in reversed(platform.pip_platforms):
         cmd[4:4] = ["--platform", tag]
     log.debug("vendoring %s for %s", requirements, platform.label)
     try:
@@ -135,7 +135,7 @@ def _pip_error(requirements: Path, platform: TargetPlatform, python: str, stderr
     if match:
         return (
             f"{requirements}: {match.group(1)}: no binary wheel for {platform.label} "
-            f"(python {python}, {', '.join(platform.pip_platforms)}); pick a version that "
+            f"(python {python}, {platform.pip_platforms[0]} or older); pick a version that "
             f"publishes one or drop that platform"
         )
     last = [line for line in stderr.strip().splitlines() if line.strip()]

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
-        """Merge components into the target's current Greengrass deployment (rolls back on failure)."""
+        """Merge components into the target's Greengrass deployment (rolls back on failure)."""
         if backend != "greengrass":
             raise UsageError(f"--backend: {backend!r}: this command deploys through 'greengrass'")
         if (device is None) == (group is None):

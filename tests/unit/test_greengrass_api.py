@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3.session
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import Stubber
 
 from edge.aws.greengrassv2 import GreengrassV2Client
 from edge.aws.iot import IotClient
@@ -140,7 +140,11 @@ def test_publish_of_already_published_artifacts_is_a_no_op(tmp_path, stubs):
     stub["s3"].add_response("head_bucket", {"BucketRegion": REGION}, {"Bucket": "art"})
     stub["gg"].add_response(
         "list_components",
-        {"components": [{"componentName": "com.example.Test", "arn": f"{COMP_ARN}:versions:1.0.0"}]},
+        {
+            "components": [
+                {"componentName": "com.example.Test", "arn": f"{COMP_ARN}:versions:1.0.0"}
+            ]
+        },
         {"scope": "PRIVATE"},
     )
     stub["gg"].add_response(
