@@ -110,6 +110,9 @@ class Agent:
             environment={
                 "AWS_REGION": self.device.cloud.region,
                 "AWS_DEFAULT_REGION": self.device.cloud.region,
+                # A folder that survives restarts and redeployments, for handlers that
+                # keep state (window aggregates, cursors).
+                "EDGE_STATE_DIR": str(self._state_dir(manifest.name)),
             },
         )
         sinks = dict(self._sink_factory(manifest))
@@ -120,6 +123,11 @@ class Agent:
             (topic_filter, manifest.name) for topic_filter, _ in runner.trigger_encodings
         ]
         return runner
+
+    def _state_dir(self, component: str) -> Path:
+        path = self.data_dir / "state" / component
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def add_component(self, manifest: ComponentManifest) -> None:
         """Run ``manifest`` (replacing a running version of it) and subscribe its triggers.
@@ -167,6 +175,10 @@ class Agent:
         targets = sorted({c for f, c in self._filters if matches(f, message.topic)})
         if not targets:
             self.bus.ack(message)
+            return
+        if any(not self.runners[c].accepting() for c in targets if c in self.runners):
+            # A full queue under the ``reject`` policy: neither record nor acknowledge,
+            # so the broker keeps the message and redelivers it.
             return
 
         def recorded(rows: list[IntakeRecord]) -> None:

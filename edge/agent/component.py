@@ -158,6 +158,13 @@ class ComponentRunner:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def accepting(self) -> bool:
+        """False when a new message must be refused at intake (full queue, ``reject``)."""
+        return not (
+            self.manifest.limits.queue_full == "reject"
+            and len(self._queue) >= self.manifest.limits.max_queue
+        )
+
     def submit(self, record: IntakeRecord) -> bool:
         """Queue a durable intake record; False when the queue is full (it stays pending)."""
         with self._cond:
