@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,8 +24,13 @@ log = logging.getLogger("edge.agent")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edge-agent", description="The edgectl device agent.")
-    p.add_argument("--config", required=True, type=Path, help="the device file (devices/NAME.yaml)")
-    p.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its state")
+    p.add_argument("--config", type=Path, help="the device file (devices/NAME.yaml)")
+    p.add_argument("--data-dir", type=Path, help="where the agent keeps its state")
+    p.add_argument(
+        "--greengrass", action="store_true",
+        help="host the components inside an AWS IoT Greengrass nucleus: local pub/sub over "
+        "Greengrass IPC, device identity from the nucleus's environment",
+    )
     p.add_argument(
         "--component", action="append", default=[], type=Path, metavar="PATH",
         help="a component folder to run (repeatable)",
@@ -42,7 +48,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=30.0, help="status heartbeat, seconds")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.greengrass and (args.config is None or args.data_dir is None):
+        p.error("--config and --data-dir are required (unless --greengrass)")
+    if args.greengrass and not args.component:
+        p.error("--greengrass needs at least one --component")
+    return args
+
+
+def greengrass_device(env: Mapping[str, str]) -> Any:
+    """The device as a Greengrass nucleus describes it to a component's process."""
+    import platform as host
+
+    from edge.model.device import BrokerConfig, CloudConfig, DeviceConfig, OutboxConfig, Platform
+
+    thing = env.get("AWS_IOT_THING_NAME", "")
+    if not thing:
+        raise EdgeError("--greengrass: AWS_IOT_THING_NAME is not set (is this run by a nucleus?)")
+    return DeviceConfig(
+        name=thing,
+        device_class="generic-linux",
+        platform=Platform(os="linux", architecture=host.machine()),
+        thing_name=thing,
+        groups=(),
+        broker=BrokerConfig(url="mqtt://greengrass-ipc"),
+        cloud=CloudConfig(region=env.get("AWS_REGION", "us-east-1")),
+        outbox=OutboxConfig(),
+        source="<greengrass>",
+        path=Path.cwd(),
+    )
 
 
 def _sink_factory(device: Any, results_dir: Path | None) -> Any:
@@ -99,26 +133,36 @@ def run(args: argparse.Namespace) -> int:
     from edge.model.device import BrokerConfig, load_device
     from edge.mqtt.paho_bus import BrokerAddress, PahoBus, Will
 
-    device = load_device(args.config)
-    logs.configure(device.name, args.log_level, args.log_format)
-    if args.broker:
-        device = replace(device, broker=replace(device.broker, url=args.broker))
+    bus: Any
+    if args.greengrass:
+        from edge.mqtt.ipc_bus import IpcBus
+
+        device = greengrass_device(os.environ)
+        logs.configure(device.name, args.log_level, args.log_format)
+        bus = IpcBus()
+        data_dir = args.data_dir or Path.cwd() / "edge-data"
+    else:
+        device = load_device(args.config)
+        logs.configure(device.name, args.log_level, args.log_format)
+        if args.broker:
+            device = replace(device, broker=replace(device.broker, url=args.broker))
+        broker: BrokerConfig = device.broker
+        bus = PahoBus(
+            BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
+            client_id=f"edge-agent-{device.thing_name}",
+            persistent=True,
+            manual_ack=True,
+            will=Will(
+                status_topic(device.thing_name), offline_will(device.name, device.thing_name)
+            ),
+        )
+        data_dir = args.data_dir
     components = [load_component(path) for path in args.component]
-    broker: BrokerConfig = device.broker
-    bus = PahoBus(
-        BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
-        client_id=f"edge-agent-{device.thing_name}",
-        persistent=True,
-        manual_ack=True,
-        will=Will(
-            status_topic(device.thing_name), offline_will(device.name, device.thing_name)
-        ),
-    )
     agent = Agent(
         device,
         components,
         bus=bus,
-        data_dir=args.data_dir,
+        data_dir=data_dir,
         sink_factory=_sink_factory(device, args.results_dir),
         fsync=args.durability == "power",
         heartbeat=args.heartbeat,
@@ -131,11 +175,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent.start()
-    bus.start()
+    if args.greengrass:
+        bus.connect()  # IPC subscriptions need the connection first
+        agent.start()
+    else:
+        agent.start()  # paho keeps the subscriptions and makes them on connect
+        bus.start()
     log.info(
-        "agent started: %d component(s), broker %s",
-        len(components), bus.address.url,
+        "agent started: %d component(s), bus %s",
+        len(components), "greengrass-ipc" if args.greengrass else bus.address.url,
         extra={"stream": "agent"},
     )
     stop.wait()
