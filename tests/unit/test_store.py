@@ -327,4 +327,3 @@ def test_store_creates_its_folder(tmp_path: Path) -> None:
         assert store.next_seq() == 1
     finally:
         store.close()
-

@@ -223,6 +223,16 @@ def test_rows_of_a_removed_component_stay_queued(store: Store) -> None:
     assert [r.component for r in store.outbox_batch("local", 10)] == ["gone"]
 
 
+def test_rows_of_a_component_that_comes_back_sync_again(store: Store) -> None:
+    syncer = Syncer(store, {"local": {}})
+    queue(store, ["local"], [result(1, "back"), result(2, "back")])
+    assert syncer.drain_once("local") is False
+    sink = FakeSink()
+    syncer.set_sinks("back", {"local": sink})
+    assert syncer.drain_once("local") is True
+    assert sink.ids == ["back-0001", "back-0002"]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: outbox_batch always returns the oldest rows; once `batch` rows of a removed "
