@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="edgectl: %(levelname)s: %(message)s")
     app = build_app()
     try:
-        app(args=argv, prog_name="edgectl", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a typer.Exit instead of
+        # raising it; dropping it would turn a failed command into exit 0.
+        code = app(args=argv, prog_name="edgectl", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except EdgeError as exc:
         print(f"edgectl: error: {exc}", file=sys.stderr)
         return exc.exit_code

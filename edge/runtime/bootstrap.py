@@ -42,19 +42,25 @@ def error_record(exc: BaseException, error_type: str | None = None) -> dict[str,
     }
 
 
+class HandlerNotFound(Exception):
+    """The module imported but has no such callable: Lambda's Runtime.HandlerNotFound."""
+
+
 def _load_handler(folder: str, handler: str) -> Any:
     module_name, _, func_name = handler.rpartition(".")
     if not module_name or not func_name:
-        raise ValueError(f"handler {handler!r} is not of the form module.function")
+        raise HandlerNotFound(f"handler {handler!r} is not of the form module.function")
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    # Anything raised while the module imports is the module's fault (ImportModuleError),
+    # whatever its type; only a missing or non-callable attribute is HandlerNotFound.
     module = importlib.import_module(module_name)
-    try:
-        return getattr(module, func_name)
-    except AttributeError:
-        raise AttributeError(
-            f"module {module_name!r} has no handler function {func_name!r}"
-        ) from None
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise HandlerNotFound(f"module {module_name!r} has no handler function {func_name!r}")
+    if not callable(func):
+        raise HandlerNotFound(f"handler {handler!r} is not callable")
+    return func
 
 
 def _encode_result(value: Any) -> tuple[str, bytes]:
@@ -73,11 +79,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         os.environ[str(key)] = str(value)
     try:
         func = _load_handler(header["dir"], header["handler"])
-        if not callable(func):
-            raise TypeError(f"handler {header['handler']!r} is not callable")
     except BaseException as exc:  # noqa: BLE001 - any import-time failure is the user's
         kind = "Runtime.ImportModuleError"
-        if isinstance(exc, AttributeError | TypeError | ValueError):
+        if isinstance(exc, HandlerNotFound):
             kind = "Runtime.HandlerNotFound"
         write_frame(out, {"type": "init_error", "error": error_record(exc, kind)})
         return 1

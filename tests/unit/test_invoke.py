@@ -195,11 +195,6 @@ def test_cli_invoke_hello_json() -> None:
     assert "greeting Ada from local" in proc.stderr  # the handler's print, not in the JSON
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: edge.cli.main.main runs typer with standalone_mode=False, where "
-    "typer.Exit(1) is returned by app() instead of raised; main() ignores it and exits 0",
-)
 def test_cli_handler_error_exits_1(tmp_path: Path) -> None:
     folder = component(tmp_path, "app.boom")
     event = event_file(tmp_path, b'{"sensor": "s1"}')

@@ -282,11 +282,6 @@ def test_handler_without_a_module() -> None:
     assert "module.function" in error["errorMessage"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bootstrap.serve classifies any ValueError/TypeError/AttributeError raised "
-    "while importing the user's module as Runtime.HandlerNotFound",
-)
 def test_module_raising_value_error_on_import_is_not_handler_not_found() -> None:
     error = start_fails("bad_config.handler")
     assert "not-a-number" in error["errorMessage"]
