@@ -11,13 +11,16 @@ from edge.cli import render
 from edge.cli.cmd_build import run_build
 from edge.deploy.calls import CallRecorder
 from edge.deploy.greengrass import make_clients, publish
+from edge.deploy.runtime_component import RUNTIME_COMPONENT
 from edge.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("publish")
     def publish_cmd(
-        component_dir: Annotated[Path, typer.Argument(help="Folder holding component.yaml.")],
+        component_dir: Annotated[
+            Path | None, typer.Argument(help="Folder holding component.yaml.")
+        ] = None,
         bucket: Annotated[
             str | None, typer.Option(help="S3 bucket for artifacts, in --region.")
         ] = None,
@@ -29,12 +32,27 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Print the AWS calls as JSON lines instead.")
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        runtime: Annotated[
+            bool,
+            typer.Option(
+                "--runtime",
+                help=f"Publish the toolkit's own runtime component ({RUNTIME_COMPONENT}) "
+                "that function components depend on.",
+            ),
+        ] = False,
     ) -> None:
         """Upload the component's artifacts to S3 and create its Greengrass component version."""
         if backend != "greengrass":
             raise UsageError(f"--backend: {backend!r}: publish only applies to 'greengrass'")
         if not bucket:
             raise UsageError("--bucket: required; name the S3 bucket for artifacts")
+        if runtime:
+            if component_dir is not None:
+                raise UsageError("--runtime: publishes the runtime component; drop COMPONENT_DIR")
+            _publish_runtime(bucket, region, profile, dry_run, as_json)
+            return
+        if component_dir is None:
+            raise UsageError("COMPONENT_DIR: required (or --runtime)")
         build = run_build(component_dir, platform or [], None, False, bucket, as_json or dry_run)
         recorder = CallRecorder() if dry_run else None
         clients = make_clients(region, profile=profile, recorder=recorder)
@@ -51,3 +69,24 @@ def register(app: typer.Typer) -> None:
                 render.stdout().print(f"  uploaded {uri}")
             for uri in result.skipped_uploads:
                 render.stdout().print(f"  already in S3 {uri}")
+
+
+def _publish_runtime(
+    bucket: str, region: str, profile: str | None, dry_run: bool, as_json: bool
+) -> None:
+    from edge.deploy.runtime_component import publish_runtime
+
+    recorder = CallRecorder() if dry_run else None
+    clients = make_clients(region, profile=profile, recorder=recorder)
+    quiet = as_json or dry_run
+    result = publish_runtime(
+        Path.cwd(), clients, bucket=bucket,
+        progress=lambda step: None if quiet else render.stderr().print(f"• {step}"),
+    )
+    if recorder is not None:
+        render.print_lines(recorder.lines())
+    elif as_json:
+        render.print_json(result.to_json())
+    else:
+        verb = "published" if result.created else "already published"
+        render.stdout().print(f"{RUNTIME_COMPONENT} {result.version}: {verb} ({result.uri})")
