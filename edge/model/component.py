@@ -53,6 +53,7 @@ TOPIC_PLACEHOLDERS = ("thing", "component")
 PREFIX_PLACEHOLDERS = ("thing", "component", "date", "hour")
 DEFAULT_ERRORS_TOPIC = "edge/{thing}/{component}/errors"
 DEFAULT_S3_PREFIX = "{component}/{thing}/"
+S3_LAYOUTS = ("ndjson", "object")
 MANIFEST_NAMES = ("component.yaml", "component.yml")
 
 _NAME = re.compile(r"[a-zA-Z0-9\-_.]+")
@@ -104,6 +105,7 @@ class Output:
 class S3Results:
     bucket: str
     prefix: str = DEFAULT_S3_PREFIX
+    layout: str = "ndjson"  # "ndjson": JSON results batched per object | "object": one each
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class DynamoDBResults:
     table: str
     partition_key: str = "pk"
     sort_key: str = "sk"
+    conditional: bool = False  # first write wins (attribute_not_exists), one PutItem each
+    import_bucket: str | None = None  # where import files go when there is no DynamoDB
 
 
 @dataclass(frozen=True)
@@ -325,25 +329,20 @@ def _results(doc: Section) -> Results:
     if results is None:
         return Results()
     s3 = None
-    s3_section = results.section("s3", ("bucket", "prefix"))
+    s3_section = results.section("s3", ("bucket", "prefix", "layout"))
     if s3_section is not None:
-        bucket = s3_section.string("bucket")
-        if not _BUCKET.fullmatch(bucket) or ".." in bucket or _IP.fullmatch(bucket):
-            s3_section.fail(
-                "bucket",
-                f"{show(bucket)} is not an S3 bucket name "
-                "(3-63 lowercase letters, digits, '.', '-'; "
-                "starting and ending with a letter or digit)",
-                bucket,
-            )
+        bucket = _bucket(s3_section, "bucket")
         prefix = s3_section.string("prefix", DEFAULT_S3_PREFIX)
         try:
             topics.check_template(prefix, PREFIX_PLACEHOLDERS)
         except ValueError as exc:
             s3_section.fail("prefix", f"{show(prefix)}: {exc}", prefix)
-        s3 = S3Results(bucket=bucket, prefix=prefix)
+        layout = s3_section.choice("layout", S3_LAYOUTS, default="ndjson")
+        s3 = S3Results(bucket=bucket, prefix=prefix, layout=layout)
     dynamodb = None
-    table_section = results.section("dynamodb", ("table", "partition_key", "sort_key"))
+    table_section = results.section(
+        "dynamodb", ("table", "partition_key", "sort_key", "conditional", "import_bucket")
+    )
     if table_section is not None:
         table = table_section.matching(
             "table", _TABLE, "a DynamoDB table name (3-255 letters, digits, '_', '.', '-')"
@@ -352,8 +351,30 @@ def _results(doc: Section) -> Results:
         sort_key = table_section.string("sort_key", "sk")
         if partition_key == sort_key:
             table_section.fail("sort_key", f"{show(sort_key)} is also the partition_key", sort_key)
-        dynamodb = DynamoDBResults(table=table, partition_key=partition_key, sort_key=sort_key)
+        dynamodb = DynamoDBResults(
+            table=table,
+            partition_key=partition_key,
+            sort_key=sort_key,
+            conditional=table_section.boolean("conditional", False),
+            import_bucket=(
+                _bucket(table_section, "import_bucket") if table_section.has("import_bucket")
+                else None
+            ),
+        )
     return Results(s3=s3, dynamodb=dynamodb)
+
+
+def _bucket(section: Section, key: str) -> str:
+    bucket = section.string(key)
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket or _IP.fullmatch(bucket):
+        section.fail(
+            key,
+            f"{show(bucket)} is not an S3 bucket name "
+            "(3-63 lowercase letters, digits, '.', '-'; "
+            "starting and ending with a letter or digit)",
+            bucket,
+        )
+    return bucket
 
 
 def _limits(doc: Section) -> Limits:
