@@ -166,14 +166,21 @@ class ComponentRunner:
         )
 
     def submit(self, record: IntakeRecord) -> bool:
-        """Queue a durable intake record; False when the queue is full (it stays pending)."""
+        """Queue a durable intake record; False only while stopping (it stays pending).
+
+        The record is already on disk and acknowledged, so it is never refused for
+        lack of room: ``max_queue`` is enforced at intake (``accepting``), before a
+        message is recorded. Refusing here would strand it until the next restart.
+        """
         with self._cond:
             if self._stopping:
                 return False
-            if len(self._queue) >= self.manifest.limits.max_queue:
-                return False
             self._queue.append(record)
-            if self._idle == 0 and len(self._threads) < self.manifest.limits.max_instances:
+            # Scale up while more records wait than idle workers can take.
+            if (
+                len(self._queue) > self._idle
+                and len(self._threads) < self.manifest.limits.max_instances
+            ):
                 self._spawn_locked()
             self._cond.notify()
         return True
