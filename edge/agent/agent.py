@@ -67,6 +67,12 @@ class Agent:
         self.runners: dict[str, ComponentRunner] = {}
         self._sink_names: dict[str, tuple[str, ...]] = {}
         self._filters: list[tuple[str, str]] = []  # (rendered filter, component)
+        # Replacing a runner re-submits the component's pending records; a record
+        # committed before that scan must not also be dispatched by its commit callback.
+        self._dispatch_lock = threading.Lock()
+        self._dispatch_floor: dict[str, int] = {}
+        #: More sections of the status document (the deployer adds ``deployment``).
+        self.status_extras: dict[str, Callable[[], Any]] = {}
         self._subscribed: set[str] = set()
         self.syncer = Syncer(self.store, {})
         self.status = StatusReporter(bus, self.thing, self.status_doc, heartbeat=heartbeat)
@@ -139,12 +145,15 @@ class Agent:
             old = self.runners.get(manifest.name)
             if old is not None:
                 old.stop(old.manifest.limits.timeout + 2.0)
-            runner = self._install(manifest)
+            with self._dispatch_lock:
+                runner = self._install(manifest)
+                if self._accepting.is_set():
+                    runner.start()
+                    for record in self.store.pending():
+                        if record.component == manifest.name:
+                            runner.submit(record)
+                            self._dispatch_floor[manifest.name] = record.seq
             if self._accepting.is_set():
-                runner.start()
-                for record in self.store.pending():
-                    if record.component == manifest.name:
-                        runner.submit(record)
                 self._resubscribe()
         self.status.changed()
 
@@ -189,6 +198,11 @@ class Agent:
         self.store.record(targets, message.topic, message.payload, message.properties, recorded)
 
     def _dispatch(self, record: IntakeRecord) -> None:
+        with self._dispatch_lock:
+            if record.seq > self._dispatch_floor.get(record.component, 0):
+                self._dispatch_locked(record)
+
+    def _dispatch_locked(self, record: IntakeRecord) -> None:
         runner = self.runners.get(record.component)
         if runner is None:
             # Not deployed (yet): the record stays pending and runs when it is.
@@ -257,6 +271,8 @@ class Agent:
             "timestamp": time.time(),
             "components": components,
         }
+        for key, build in self.status_extras.items():
+            doc[key] = build()
         if state == "online":
             doc["outbox"] = self.syncer.snapshot()
         return doc
