@@ -83,6 +83,7 @@ _TOP_KEYS = (
     "limits",
     "environment",
     "errors",
+    "health",
 )
 
 
@@ -137,6 +138,23 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Health:
+    """The direct backend's health gate for a new version (docs/deploy.md).
+
+    ``smoke_event``: a sample event (a file in the component folder, often under
+    ``events/``) run through the new version before it is switched in;
+    ``smoke_topic``: the topic it appears to arrive on (default: the first
+    trigger with its wildcards filled in with ``smoke``); ``window``: how long
+    the new version must run without a failed invocation (default: 10 s, or
+    ``edgectl deploy --health-window``).
+    """
+
+    smoke_event: Path | None = None
+    smoke_topic: str | None = None
+    window: float | None = None
+
+
+@dataclass(frozen=True)
 class ComponentManifest:
     name: str
     version: str
@@ -151,6 +169,7 @@ class ComponentManifest:
     path: Path
     source: str
     description: str = ""
+    health: Health = Health()
 
     @property
     def language(self) -> str:
@@ -231,7 +250,22 @@ def parse_component(data: object, *, source: str, folder: Path) -> ComponentMani
         path=folder,
         source=source,
         description=description or "",
+        health=_health(doc, folder),
     )
+
+
+def _health(doc: Section, folder: Path) -> Health:
+    section = doc.section("health", ("smoke_event", "smoke_topic", "window"))
+    if section is None:
+        return Health()
+    event = section.path("smoke_event", folder)
+    if event is not None and not event.is_file():
+        section.fail("smoke_event", f"{show(section.get('smoke_event'))}: no such file", event)
+    topic = None
+    if section.has("smoke_topic"):
+        topic = _topic(section, "smoke_topic", filter_=False)
+    window = section.duration("window", 0.0, positive=False) if section.has("window") else None
+    return Health(smoke_event=event, smoke_topic=topic, window=window)
 
 
 def _version(doc: Section) -> str:

@@ -19,6 +19,7 @@ from edge.model._reader import Section, load_yaml, show
 
 __all__ = [
     "ARCHITECTURES",
+    "ArtifactStore",
     "CLASS_ARCHITECTURES",
     "DEVICE_CLASSES",
     "OUTBOX_POLICIES",
@@ -57,7 +58,11 @@ DEVICE_SUFFIXES = (".yaml", ".yml")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _NAME_RULE = "letters, digits, '_', '.', '-' (no '/' or MQTT wildcards), at most 128"
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}|snow")
-_TOP_KEYS = ("name", "class", "platform", "thing_name", "groups", "broker", "cloud", "outbox")
+_TOP_KEYS = (
+    "name", "class", "platform", "thing_name", "groups", "broker", "cloud", "outbox",
+    "artifacts", "trust",
+)  # fmt: skip
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,14 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class ArtifactStore:
+    """Where deployments put artifacts for this device (``artifacts.s3``); none: the broker."""
+
+    bucket: str
+    prefix: str = "edgectl/artifacts/"
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     name: str
     device_class: str
@@ -118,6 +131,14 @@ class DeviceConfig:
     outbox: OutboxConfig
     source: str
     path: Path  # the YAML file, absolute
+    artifacts: ArtifactStore | None = None
+    #: The Ed25519 public key whose signatures the agent accepts (``trust.fleet_public_key``;
+    #: default ``keys/fleet.pub`` beside the ``devices/`` folder the file sits in).
+    fleet_public_key: Path | None = None
+
+    @property
+    def trusted_key(self) -> Path:
+        return self.fleet_public_key or self.path.parent.parent / "keys" / "fleet.pub"
 
 
 def load_device(path: Path | str) -> DeviceConfig:
@@ -163,7 +184,30 @@ def parse_device(data: object, *, source: str, path: Path) -> DeviceConfig:
         outbox=_outbox(doc),
         source=source,
         path=path,
+        artifacts=_artifacts(doc),
+        fleet_public_key=_trust(doc, path.parent),
     )
+
+
+def _artifacts(doc: Section) -> ArtifactStore | None:
+    section = doc.section("artifacts", ("s3",))
+    if section is None:
+        return None
+    s3 = section.required_section("s3", ("bucket", "prefix"))
+    bucket = s3.matching(
+        "bucket", _BUCKET, "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')"
+    )
+    prefix = s3.string("prefix", "edgectl/artifacts/")
+    if prefix.startswith("/"):
+        s3.fail("prefix", f"{show(prefix)} may not start with '/'", prefix)
+    return ArtifactStore(bucket=bucket, prefix=prefix)
+
+
+def _trust(doc: Section, base: Path) -> Path | None:
+    section = doc.section("trust", ("fleet_public_key",))
+    if section is None:
+        return None
+    return section.path("fleet_public_key", base)
 
 
 def _platform(doc: Section, device_class: str) -> Platform:

@@ -278,7 +278,7 @@ def test_unknown_key_with_suggestion(project: Path) -> None:
 def test_unknown_key_without_suggestion(project: Path) -> None:
     assert error(project, MINIMAL + "zzz: 1\n") == (
         f"{SOURCE}: zzz: unknown key (expected one of: description, environment, errors, "
-        "handler, limits, name, outputs, results, runtime, triggers, version)"
+        "handler, health, limits, name, outputs, results, runtime, triggers, version)"
     )
 
 
