@@ -158,6 +158,11 @@ def run(args: argparse.Namespace) -> int:
         )
         data_dir = args.data_dir
     components = [load_component(path) for path in args.component]
+    if not args.greengrass:
+        # What the deployer made current last time: runs before the broker answers.
+        from edge.agent.deploy_host import restored_components
+
+        components += restored_components(data_dir, skip={m.name for m in components})
     agent = Agent(
         device,
         components,
@@ -167,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         fsync=args.durability == "power",
         heartbeat=args.heartbeat,
     )
+    deployer = None
+    if not args.greengrass:
+        from edge.agent.deploy_host import attach_deployer
+
+        deployer = attach_deployer(agent, bus, device, data_dir)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -180,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         agent.start()
     else:
         agent.start()  # paho keeps the subscriptions and makes them on connect
+        if deployer is not None:
+            deployer.start()
         bus.start()
     log.info(
         "agent started: %d component(s), bus %s",
@@ -187,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         extra={"stream": "agent"},
     )
     stop.wait()
+    if deployer is not None:
+        deployer.stop()
     agent.stop()
     bus.close()
     log.info("agent stopped")

@@ -1,4 +1,5 @@
-"""``edgectl deploy``: deploy components to a device or a thing group."""
+"""``edgectl deploy``: deploy components to a device or a group, directly over the broker
+(the default) or through AWS IoT Greengrass (``--backend greengrass``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Annotated
 import typer
 
 from edge.cli import render
+from edge.cli.direct_options import DirectOptions, run_direct_command
 from edge.deploy.calls import CallRecorder
 from edge.deploy.greengrass import DeployRequest, DeployTarget, Rollout, deploy, make_clients
 from edge.errors import UsageError
 from edge.model.component import load_component
 from edge.model.device import find_device
+
+BACKENDS = ("direct", "greengrass")
 
 
 def _components(dirs: list[Path], pairs: list[str]) -> dict[str, str]:
@@ -36,14 +40,38 @@ def register(app: typer.Typer) -> None:
             list[Path] | None, typer.Argument(help="Component folders to deploy.")
         ] = None,
         device: Annotated[str | None, typer.Option(help="Device name from devices/.")] = None,
-        group: Annotated[str | None, typer.Option(help="Thing group name.")] = None,
+        group: Annotated[str | None, typer.Option(help="Group (direct) or thing group.")] = None,
+        all_devices: Annotated[
+            bool, typer.Option("--all", help="Every device in the inventory (direct).")
+        ] = False,
         component: Annotated[
-            list[str] | None, typer.Option(help="NAME=VERSION (or NAME=LATEST); repeatable.")
+            list[str] | None,
+            typer.Option(help="Direct: a component folder. Greengrass: NAME=VERSION. Repeatable."),
         ] = None,
         remove: Annotated[
             list[str] | None, typer.Option(help="Component to remove from the target.")
         ] = None,
-        backend: Annotated[str, typer.Option()] = "greengrass",
+        backend: Annotated[str, typer.Option(help="direct (the broker) or greengrass.")] = "direct",
+        strategy: Annotated[
+            str, typer.Option(help="Direct: all-at-once | rolling | canary.")
+        ] = "all-at-once",
+        batch: Annotated[int | None, typer.Option(min=1, help="Devices per batch.")] = None,
+        canary: Annotated[int | None, typer.Option(min=1, help="Devices in the canary.")] = None,
+        max_failures: Annotated[
+            int, typer.Option(min=1, help="Halt and roll back after this many failed devices.")
+        ] = 1,
+        health_window: Annotated[
+            float | None, typer.Option(min=0, help="Seconds a new version must stay healthy.")
+        ] = None,
+        timeout: Annotated[
+            float, typer.Option(min=1, help="Seconds to wait for a device (plus the window).")
+        ] = 60.0,
+        broker: Annotated[
+            str | None, typer.Option(envvar="EDGECTL_BROKER", help="Override the broker URL.")
+        ] = None,
+        keys_dir: Annotated[
+            Path | None, typer.Option(help="Default: keys/ beside devices/.")
+        ] = None,
         devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
         region: Annotated[str | None, typer.Option(envvar="AWS_REGION")] = None,
         profile: Annotated[str | None, typer.Option()] = None,
@@ -57,9 +85,25 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
-        """Merge components into the target's Greengrass deployment (rolls back on failure)."""
-        if backend != "greengrass":
-            raise UsageError(f"--backend: {backend!r}: this command deploys through 'greengrass'")
+        """Deploy components: signed desired state over the broker (direct), or merged into
+        the target's Greengrass deployment. Both roll back on failure."""
+        if backend not in BACKENDS:
+            raise UsageError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        if backend == "direct":
+            folders = tuple(component_dirs or ()) + tuple(Path(c) for c in component or ())
+            run_direct_command(
+                DirectOptions(
+                    component_dirs=folders,
+                    device=device, group=group, all_devices=all_devices,
+                    remove=tuple(remove or ()), strategy=strategy, batch=batch, canary=canary,
+                    max_failures=max_failures, health_window=health_window, timeout=timeout,
+                    broker=broker, devices_dir=devices_dir, keys_dir=keys_dir,
+                    dry_run=dry_run, as_json=as_json,
+                )
+            )  # fmt: skip
+            return
+        if all_devices:
+            raise UsageError("--all: only with --backend direct")
         if (device is None) == (group is None):
             raise UsageError("--device/--group: give exactly one")
         target: DeployTarget

@@ -62,7 +62,8 @@ def test_deploy_dry_run_to_a_device(tmp_path, capsys):
         "broker: {url: mqtt://localhost:1883}\ncloud: {region: eu-west-1}\n"
     )
     code = main(
-        ["deploy", str(folder), "--device", "pi01", "--devices-dir", str(devices), "--dry-run"]
+        ["deploy", str(folder), "--device", "pi01", "--devices-dir", str(devices), "--dry-run",
+         "--backend", "greengrass"]
     )
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -79,7 +80,8 @@ def test_deploy_dry_run_to_a_device(tmp_path, capsys):
 
 def test_deploy_dry_run_to_a_group_with_rollout(tmp_path, capsys):
     code = main(
-        ["deploy", "--group", "pis", "--component", "com.example.Test=1.2.3",
+        ["deploy", "--backend", "greengrass", "--group", "pis",
+         "--component", "com.example.Test=1.2.3",
          "--max-per-minute", "20", "--abort-threshold", "5", "--dry-run"]
     )  # fmt: skip
     assert code == 0
