@@ -4,9 +4,27 @@ Every record handed to ``submit`` is already durable in the store, so nothing
 here needs to be: a crash loses only in-memory queue entries, which the agent
 re-reads from the store's pending rows at start-up.
 
-Workers scale from one (pinned) up to ``limits.max_instances`` while the queue
-is deeper than the idle workers can take, and extra workers exit after
-``limits.idle_timeout`` without work.
+The pool follows the Greengrass Lambda parameters (``limits`` in the
+manifest): a ``pinned`` component starts one long-lived worker with the
+component; workers scale up to ``max_instances`` while the queue is deeper than
+the idle workers can take, and the extra (or, unpinned, all) workers exit after
+``idle_timeout`` without work. The queue holds ``max_queue`` records; when it
+is full, ``reject`` refuses new messages at intake (the broker keeps them) and
+``drop-oldest`` completes the oldest queued record unrun (``on_dropped``) and
+counts it.
+
+Lifecycle states follow Greengrass: NEW, INSTALLED, STARTING, RUNNING,
+STOPPING, FINISHED, ERRORED (a worker failed to start or died) and BROKEN
+(three worker failures in a row without a good invocation between them: the
+component stops starting workers; its records stay pending in the store until
+it is redeployed or the agent restarts). A handler that raises is not a
+worker failure, and neither is a timeout.
+
+Continuations (``context.invoke_self``) are recorded by the agent
+(``ContinuationRecorder``) before the handler goes on; a continuation does not
+run until the invocation that asked for it has finished, so a re-run of that
+invocation after a crash finds it still pending and replaces it instead of
+adding a second one: each continuation exists exactly once.
 """
 
 from __future__ import annotations
@@ -17,13 +35,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.agent.store import IntakeRecord
-from edge.agent.worker import Outcome, Worker, WorkerDied, WorkerSpec
+from edge.agent.worker import MemorySlot, Outcome, Worker, WorkerDied, WorkerSpec
 from edge.model.component import ComponentManifest
-from edge.model.topics import render
+from edge.model.topics import matches, render
 from edge.sync.records import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -34,8 +53,32 @@ from edge.sync.records import (
 
 log = logging.getLogger(__name__)
 
-# Restarting a worker that keeps failing to start: back off up to this long.
+# Restarting a worker that keeps failing: back off up to this long.
 MAX_RESTART_BACKOFF = 30.0
+# Worker failures in a row that make a component BROKEN (Greengrass: 3).
+BROKEN_AFTER = 3
+# Intake record properties the agent sets on records it makes itself.
+PROP_PARENT = "edge-parent"  # the seq of the invocation that asked for a continuation
+PROP_CONTINUATION = "edge-continuation"  # "<parent seq>:<n>", n-th call in that invocation
+PROP_ENCODING = "edge-encoding"  # json | binary, overriding the trigger's encoding
+
+STATES = (
+    "NEW", "INSTALLED", "STARTING", "RUNNING", "STOPPING", "FINISHED", "ERRORED", "BROKEN",
+)
+# Errors that say the worker (not the handler) failed.
+WORKER_FAILURES = frozenset(
+    {
+        "Runtime.ExitError",
+        "Runtime.OutOfMemory",
+        "Runtime.ProtocolError",
+        "Runtime.InitError",
+        "Runtime.InitTimeout",
+        "Runtime.ImportModuleError",
+        "Runtime.HandlerNotFound",
+        "Runtime.UnknownRuntime",
+        "Runtime.WorkerDied",
+    }
+)
 
 
 @dataclass
@@ -44,6 +87,9 @@ class Counters:
     errors: int = 0
     timeouts: int = 0
     worker_restarts: int = 0
+    out_of_memory: int = 0
+    dropped: int = 0
+    continuations: int = 0
     durations_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=512)
     )
@@ -61,6 +107,9 @@ class Counters:
             "errors": self.errors,
             "timeouts": self.timeouts,
             "worker_restarts": self.worker_restarts,
+            "out_of_memory": self.out_of_memory,
+            "dropped": self.dropped,
+            "continuations": self.continuations,
             "duration_ms_p50": pct(50),
             "duration_ms_p99": pct(99),
         }
@@ -76,6 +125,29 @@ class Finished:
 
 
 FinishedHandler = Callable[["ComponentRunner", Finished], None]
+StateHandler = Callable[["ComponentRunner", str], None]
+DroppedHandler = Callable[["ComponentRunner", IntakeRecord], None]
+# (component, request id, line) -> None: the function's own output.
+OutputHandler = Callable[[str, str, str], None]
+
+
+class ContinuationRecorder:
+    """What the agent provides for ``invoke_self``: durably record one continuation.
+
+    ``record`` blocks until the new intake row is committed and returns it;
+    ``replaces`` (a still-pending continuation made by an earlier run of the
+    same invocation) is completed unrun in the same ordered write stream.
+    """
+
+    def record(
+        self,
+        component: str,
+        topic: str,
+        payload: bytes,
+        properties: dict[str, str],
+        replaces: IntakeRecord | None,
+    ) -> IntakeRecord:
+        raise NotImplementedError
 
 
 class ComponentRunner:
@@ -89,12 +161,23 @@ class ComponentRunner:
         on_finished: FinishedHandler,
         environment: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        on_state_change: StateHandler | None = None,
+        on_dropped: DroppedHandler | None = None,
+        on_output: OutputHandler | None = None,
+        continuations: ContinuationRecorder | None = None,
+        memory_slot: Callable[[], MemorySlot | None] | None = None,
+        python_path: tuple[str, ...] = (),
     ) -> None:
         self.manifest = manifest
         self.device = device
         self.thing = thing
         self._epoch = epoch
         self._on_finished = on_finished
+        self._on_state_change = on_state_change
+        self._on_dropped = on_dropped
+        self._on_output = on_output
+        self._continuations = continuations
+        self._memory_slot = memory_slot
         self._clock = clock
         self.counters = Counters()
         self.state = "NEW"
@@ -103,12 +186,23 @@ class ComponentRunner:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._stopping = False
+        self._stop_event = threading.Event()
         self._restart_backoff = 0.0
+        self._failures_in_a_row = 0
+        # Continuation bookkeeping: records submitted and not finished, by seq; the
+        # continuations waiting for their parent; and continuation key -> record.
+        self._inflight: set[int] = set()
+        self._held: dict[int, list[IntakeRecord]] = {}
+        self._keys: dict[str, IntakeRecord] = {}
+        self._watchers: dict[int, Future[Outcome]] = {}
         limits = manifest.limits
         env = {
             "AWS_LAMBDA_FUNCTION_NAME": manifest.name,
             "AWS_LAMBDA_FUNCTION_VERSION": manifest.version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(limits.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/edge/{thing}/{manifest.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"{thing}/{manifest.version}",
+            "AWS_EXECUTION_ENV": f"edgectl_{manifest.runtime}",
             "AWS_IOT_THING_NAME": thing,
             "EDGE_COMPONENT": manifest.name,
             "EDGE_DEVICE": device,
@@ -123,9 +217,11 @@ class ComponentRunner:
             language=manifest.language,
             memory_limit_in_mb=limits.memory_mb,
             environment=env,
-            invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{manifest.name}",
+            invoked_function_arn=function_arn(manifest.name),
             log_group_name=f"/edge/{thing}/{manifest.name}",
             log_stream_name=f"{thing}/{manifest.version}",
+            enforce_memory=True,
+            python_path=python_path,
         )
         self.output_topics = tuple(
             render(o.topic, thing=thing, component=manifest.name) for o in manifest.outputs
@@ -135,24 +231,49 @@ class ComponentRunner:
             (render(t.topic, thing=thing, component=manifest.name), t.encoding)
             for t in manifest.triggers
         )
+        self._set_state("INSTALLED")
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> None:
-        self.state = "STARTING"
+    def _set_state(self, state: str) -> None:
         with self._cond:
-            self._spawn_locked()
-        self.state = "RUNNING"
+            if self.state == state:
+                return
+            if self.state == "BROKEN" and state not in ("STOPPING", "FINISHED"):
+                return
+            self.state = state
+        log.info("component %s is %s", self.manifest.name, state,
+                 extra={"component": self.manifest.name})
+        if self._on_state_change is not None:
+            try:
+                self._on_state_change(self, state)
+            except Exception:
+                log.exception("state change hook failed")
+
+    def start(self) -> None:
+        self._set_state("STARTING")
+        with self._cond:
+            limits = self.manifest.limits
+            if limits.pinned:
+                self._spawn_locked(pinned=True)
+            # Records submitted before the start (pending from before a restart).
+            wanted = min(len(self._queue), limits.max_instances)
+            while len(self._threads) < wanted:
+                self._spawn_locked(pinned=False)
+        self._set_state("RUNNING")
 
     def stop(self, timeout: float) -> None:
         """Stop taking work, let in-flight invocations finish (bounded by ``timeout``)."""
-        self.state = "STOPPING"
+        self._set_state("STOPPING")
         with self._cond:
             self._stopping = True
+            self._stop_event.set()
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
             t.join(max(0.0, deadline - time.monotonic()))
-        self.state = "FINISHED"
+        for future in list(self._watchers.values()):
+            future.cancel()
+        self._set_state("FINISHED")
 
     @property
     def queue_depth(self) -> int:
@@ -166,29 +287,78 @@ class ComponentRunner:
         )
 
     def submit(self, record: IntakeRecord) -> bool:
-        """Queue a durable intake record; False only while stopping (it stays pending).
+        """Queue a durable intake record; False only when stopping (it stays pending).
 
-        The record is already on disk and acknowledged, so it is never refused for
-        lack of room: ``max_queue`` is enforced at intake (``accepting``), before a
-        message is recorded. Refusing here would strand it until the next restart.
+        Under ``reject`` a record already on disk is always queued (``accepting``
+        keeps new ones out); under ``drop-oldest`` a full queue makes room by
+        dropping its oldest record (handed to ``on_dropped``, which completes it
+        in the store, and counted). A continuation whose parent is still running
+        waits for it.
         """
+        dropped: IntakeRecord | None = None
         with self._cond:
             if self._stopping:
                 return False
-            self._queue.append(record)
-            # Scale up while more records wait than idle workers can take.
+            parent = _int(record.properties.get(PROP_PARENT))
+            key = record.properties.get(PROP_CONTINUATION)
+            if key:
+                self._keys[key] = record
+            if parent is not None and parent in self._inflight:
+                self._held.setdefault(parent, []).append(record)
+                self._inflight.add(record.seq)
+                return True
+            limits = self.manifest.limits
             if (
-                len(self._queue) > self._idle
-                and len(self._threads) < self.manifest.limits.max_instances
+                limits.queue_full == "drop-oldest"
+                and len(self._queue) >= limits.max_queue
+                and self._queue
+                and not key
             ):
-                self._spawn_locked()
-            self._cond.notify()
+                dropped = self._queue.popleft()
+                self._inflight.discard(dropped.seq)
+                self.counters.dropped += 1
+            self._enqueue_locked(record)
+        if dropped is not None:
+            log.warning(
+                "queue of %s is full; dropped seq %d (drop-oldest)",
+                self.manifest.name, dropped.seq, extra={"component": self.manifest.name},
+            )
+            if self._on_dropped is not None:
+                self._on_dropped(self, dropped)
+            self._notify_watcher(dropped.seq, Outcome.failure(
+                "Runtime.Dropped", "dropped from a full queue (drop-oldest)"))
         return True
 
-    def _spawn_locked(self) -> None:
+    def _enqueue_locked(self, record: IntakeRecord) -> None:
+        self._inflight.add(record.seq)
+        self._queue.append(record)
+        started = self.state not in ("NEW", "INSTALLED", "STARTING", "BROKEN")
+        # Workers already waiting take one record each; start another for the rest.
+        if (
+            started
+            and len(self._queue) > self._idle
+            and len(self._threads) < self.manifest.limits.max_instances
+        ):
+            self._spawn_locked(pinned=False)
+        self._cond.notify()
+
+    def watch(self, seq: int) -> Future[Outcome]:
+        """A future for the outcome of record ``seq`` (a synchronous local invoke)."""
+        future: Future[Outcome] = Future()
+        with self._cond:
+            self._watchers[seq] = future
+        return future
+
+    def _notify_watcher(self, seq: int, outcome: Outcome) -> None:
+        with self._cond:
+            future = self._watchers.pop(seq, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+    def _spawn_locked(self, *, pinned: bool) -> None:
         idx = len(self._threads)
         t = threading.Thread(
-            target=self._serve, args=(idx == 0,), name=f"{self.manifest.name}-w{idx}", daemon=True
+            target=self._serve, args=(pinned,), name=f"{self.manifest.name}-w{idx}", daemon=True
         )
         self._threads.append(t)
         t.start()
@@ -196,8 +366,9 @@ class ComponentRunner:
     # -- the worker loop ----------------------------------------------------------------
     def _serve(self, pinned: bool) -> None:
         worker: Worker | None = None
-        keep = pinned and self.manifest.limits.pinned
         try:
+            if pinned:
+                worker = self._prewarm()
             while True:
                 with self._cond:
                     self._idle += 1
@@ -206,12 +377,12 @@ class ComponentRunner:
                         remaining = self.manifest.limits.idle_timeout - (
                             time.monotonic() - waited
                         )
-                        if not keep and remaining <= 0:
+                        if not pinned and remaining <= 0:
                             self._idle -= 1
                             return
-                        self._cond.wait(None if keep else remaining)
+                        self._cond.wait(None if pinned else remaining)
                     self._idle -= 1
-                    if self._stopping:
+                    if self._stopping or self.state == "BROKEN":
                         return
                     item = self._queue.popleft()
                 worker = self._run_one(worker, item)
@@ -223,18 +394,64 @@ class ComponentRunner:
                 if current in self._threads:
                     self._threads.remove(current)
 
+    def _prewarm(self) -> Worker | None:
+        """A pinned component's first worker starts with the component."""
+        try:
+            return self._ensure_worker(None)
+        except WorkerDied as died:
+            log.warning(
+                "component %s: worker failed to start: %s",
+                self.manifest.name, died, extra={"component": self.manifest.name},
+            )
+            self._worker_failed(died.outcome, restart=False)
+            return None
+
+    def _new_worker(self) -> Worker:
+        slot = self._memory_slot() if self._memory_slot is not None else None
+
+        def output(line: str, request_id: str) -> None:
+            if self._on_output is not None:
+                self._on_output(self.manifest.name, request_id, line)
+            else:
+                log.info("%s", line, extra={"component": self.manifest.name,
+                                            "request_id": request_id or None,
+                                            "stream": "function"})
+
+        return Worker(self.spec, on_output=output, memory_slot=slot)
+
     def _ensure_worker(self, worker: Worker | None) -> Worker:
         if worker is not None and worker.alive():
             return worker
         if self._restart_backoff:
-            time.sleep(self._restart_backoff)  # a crash-looping handler must not spin the CPU
-        fresh = Worker(self.spec, on_log=self._log_line)
+            # A crash-looping handler must not spin the CPU; stopping cuts the wait short.
+            self._stop_event.wait(self._restart_backoff)
+        fresh = self._new_worker()
         fresh.start()
         return fresh
 
+    def _worker_failed(self, outcome: Outcome, *, restart: bool = True) -> None:
+        if restart:
+            self.counters.worker_restarts += 1
+        self._restart_backoff = min(MAX_RESTART_BACKOFF, max(0.1, self._restart_backoff * 2))
+        if outcome.error_type == "Runtime.Timeout":
+            return
+        if outcome.error_type == "Runtime.OutOfMemory":
+            self.counters.out_of_memory += 1
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= BROKEN_AFTER:
+            log.error(
+                "component %s is BROKEN after %d worker failures in a row; last: %s",
+                self.manifest.name, self._failures_in_a_row,
+                (outcome.error or {}).get("errorMessage"),
+                extra={"component": self.manifest.name},
+            )
+            self._set_state("BROKEN")
+        else:
+            self._set_state("ERRORED")
+
     def _run_one(self, worker: Worker | None, item: IntakeRecord) -> Worker | None:
         request_id = request_id_for(self.thing, self.manifest.name, item.seq, self._epoch)
-        encoding = self._encoding_for(item.topic)
+        encoding = item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic)
         started = self._clock()
         outcome: Outcome
         if encoding == "json" and not _is_json(item.payload):
@@ -251,17 +468,22 @@ class ComponentRunner:
                     payload=item.payload,
                     encoding=encoding,
                     timeout=self.manifest.limits.timeout,
+                    on_call=lambda call, body: self._answer_call(item, call, body),
                 )
-                self._restart_backoff = 0.0
+                if not worker.alive():  # a fatal outcome (out of memory): replaced next time
+                    self._worker_failed(outcome)
+                    worker = None
+                else:
+                    self._restart_backoff = 0.0
+                    self._failures_in_a_row = 0
+                    if self.state == "ERRORED":
+                        self._set_state("RUNNING")
             except WorkerDied as died:
                 outcome = died.outcome
                 worker = None
-                self.counters.worker_restarts += 1
-                self._restart_backoff = min(
-                    MAX_RESTART_BACKOFF, max(0.1, self._restart_backoff * 2)
-                )
-                if outcome.error and outcome.error.get("errorType") == "Runtime.Timeout":
+                if outcome.error_type == "Runtime.Timeout":
                     self.counters.timeouts += 1
+                self._worker_failed(outcome)
         self.counters.invocations += 1
         self.counters.durations_ms.append(outcome.duration_ms)
         if not outcome.ok:
@@ -271,11 +493,50 @@ class ComponentRunner:
             self._on_finished(self, Finished(item, record, outcome))
         except Exception:
             log.exception("finishing %s seq %d failed", self.manifest.name, item.seq)
+        self._release(item)
+        self._notify_watcher(item.seq, outcome)
         return worker
 
-    def _encoding_for(self, topic: str) -> str:
-        from edge.model.topics import matches
+    def _release(self, item: IntakeRecord) -> None:
+        """``item`` is finished (its completion is queued in the store): forget it and
+        let the continuations it asked for run."""
+        with self._cond:
+            self._inflight.discard(item.seq)
+            key = item.properties.get(PROP_CONTINUATION)
+            if key and self._keys.get(key) is item:
+                del self._keys[key]
+            for child in self._held.pop(item.seq, []):
+                if not self._stopping:
+                    self._inflight.discard(child.seq)
+                    self._enqueue_locked(child)
 
+    # -- calls from the worker ----------------------------------------------------------
+    def _answer_call(
+        self, item: IntakeRecord, call: dict[str, Any], body: bytes
+    ) -> tuple[dict[str, Any], bytes]:
+        if call.get("op") != "invoke_self":
+            return {"ok": False, "error": f"unknown call {call.get('op')!r}"}, b""
+        if self._continuations is None:
+            return {"ok": False, "error": "continuations are not available here"}, b""
+        index = int(call.get("index", 0))
+        encoding = "binary" if call.get("encoding") == "binary" else "json"
+        key = f"{item.seq}:{index}"
+        with self._cond:
+            earlier = self._keys.get(key)
+        props = {PROP_PARENT: str(item.seq), PROP_CONTINUATION: key, PROP_ENCODING: encoding}
+        row = self._continuations.record(self.manifest.name, item.topic, body, props, earlier)
+        with self._cond:
+            if earlier is not None:
+                self._inflight.discard(earlier.seq)
+                held = self._held.get(item.seq, [])
+                if earlier in held:
+                    held.remove(earlier)
+            self.counters.continuations += 1
+        self.submit(row)
+        return {"ok": True, "seq": row.seq}, b""
+
+    # -- results --------------------------------------------------------------------------
+    def _encoding_for(self, topic: str) -> str:
         for topic_filter, encoding in self.trigger_encodings:
             if matches(topic_filter, topic):
                 return encoding
@@ -314,9 +575,6 @@ class ComponentRunner:
             body=body,
         )
 
-    def _log_line(self, line: str) -> None:
-        log.info("%s", line, extra={"component": self.manifest.name, "stream": "function"})
-
     def snapshot(self) -> dict[str, Any]:
         return {
             "version": self.manifest.version,
@@ -325,6 +583,19 @@ class ComponentRunner:
             "workers": len(self._threads),
             **self.counters.snapshot(),
         }
+
+
+def function_arn(name: str, version: str | None = None) -> str:
+    """The Lambda-style ARN a component's handler sees as ``invoked_function_arn``."""
+    arn = f"arn:aws:lambda:local:000000000000:function:{name}"
+    return f"{arn}:{version}" if version else arn
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _is_json(payload: bytes) -> bool:

@@ -1,10 +1,25 @@
 """One function worker process, seen from the agent.
 
 The agent never runs user code in its own process: a handler that segfaults,
-calls ``os._exit`` or loops forever must cost one worker, not the device. Every
-read from the worker has a deadline, and a worker that overruns it, dies, or
-writes something that is not a frame is killed and reported; the caller
-decides whether to start another.
+calls ``os._exit``, runs out of memory or loops forever must cost one worker,
+not the device. Every read from the worker has a deadline, and a worker that
+overruns it, dies, or writes something that is not a frame is killed and
+reported; the caller decides whether to start another.
+
+Two runtimes speak the same protocol (``edge.runtime.protocol``): Python
+(``python -m edge.runtime.bootstrap``, channel on its stdin/stdout) and Node.js
+(``node edge/runtime/node/bootstrap.js``, channel on two extra pipe fds, since
+Node cannot move its own stdout aside).
+
+While an invocation runs the worker may *call* the agent (``{"type": "call"}``
+frames, e.g. ``context.invoke_self``); the agent answers each with a
+``{"type": "reply"}`` frame before the worker goes on.
+
+Memory: ``memory_limit_in_mb`` is enforced by a cgroup v2 slot when the agent
+may create one (``edge.agent.cgroup``), else by an rlimit the bootstrap sets on
+itself (``RLIMIT_DATA`` for Python, ``--max-old-space-size`` for Node.js).
+Either way an invocation that exceeds it becomes a ``Runtime.OutOfMemory``
+record and the worker is replaced.
 """
 
 from __future__ import annotations
@@ -14,22 +29,35 @@ import json
 import logging
 import os
 import selectors
+import shutil
 import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
-from edge.runtime.protocol import MAX_BODY, MAX_HEADER, ProtocolError, write_frame
+from edge.runtime.protocol import (
+    LOG_MARK,
+    MAX_BODY,
+    MAX_HEADER,
+    ProtocolError,
+    encode_frame,
+)
 
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct(">I")
+RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
+NODE_BOOTSTRAP = RUNTIME_DIR / "node" / "bootstrap.js"
+GGV1_PATH = RUNTIME_DIR / "ggv1"
+# Lines a dying Node.js prints when V8's heap limit is hit.
+_NODE_OOM = ("JavaScript heap out of memory", "Reached heap limit")
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,11 @@ class WorkerSpec:
     log_group_name: str = ""
     log_stream_name: str = ""
     python: str = sys.executable
+    node: str = "node"
+    # Enforce memory_limit_in_mb with an rlimit when no cgroup slot is given.
+    enforce_memory: bool = False
+    # Extra PYTHONPATH entries (the greengrasssdk v1 contract modules).
+    python_path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +100,10 @@ class Outcome:
             duration_ms=duration_ms,
         )
 
+    @property
+    def error_type(self) -> str | None:
+        return None if self.error is None else str(self.error.get("errorType"))
+
 
 class WorkerDied(Exception):
     """The worker is gone or unusable; ``outcome`` is what to report for the request."""
@@ -74,6 +111,20 @@ class WorkerDied(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.error["errorMessage"] if outcome.error else "worker died")
         self.outcome = outcome
+
+
+class MemorySlot(Protocol):
+    """Where a worker's memory is accounted (a cgroup); see ``edge.agent.cgroup``."""
+
+    def attach(self, pid: int) -> None: ...
+    def oom_killed(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+# A call from the worker during an invocation: (header, body) -> (reply header, body).
+CallHandler = Callable[[dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
+LogSink = Callable[[str], None]
+OutputSink = Callable[[str, str], None]  # (line, request id or "")
 
 
 class _FrameReader:
@@ -122,18 +173,27 @@ class _FrameReader:
         self._sel.close()
 
 
-LogSink = Callable[[str], None]
-
-
 class Worker:
     """A started worker process for one component; not thread-safe (one caller at a time)."""
 
-    def __init__(self, spec: WorkerSpec, *, on_log: LogSink | None = None) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        *,
+        on_log: LogSink | None = None,
+        on_output: OutputSink | None = None,
+        memory_slot: MemorySlot | None = None,
+    ) -> None:
         self.spec = spec
-        self._on_log = on_log or (lambda line: log.info("%s", line))
+        sink = on_log or (lambda line: log.info("%s", line))
+        self._on_output: OutputSink = on_output or (lambda line, _rid: sink(line))
+        self._slot = memory_slot
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: _FrameReader | None = None
-        self._stderr_thread: threading.Thread | None = None
+        self._chan: IO[bytes] | None = None
+        self._log_stream: IO[bytes] | None = None
+        self._log_thread: threading.Thread | None = None
+        self._tail: deque[str] = deque(maxlen=20)  # last output lines, to explain a death
         self.invocations = 0
         self.last_used = time.monotonic()
 
@@ -144,39 +204,92 @@ class Worker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    # -- start ---------------------------------------------------------------------------
+    def _command(self, env: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
+        """The command line and Popen keywords for the spec's runtime."""
+        spec = self.spec
+        if spec.language == "python":
+            pkg_root = str(Path(__file__).resolve().parents[2])
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (pkg_root, *spec.python_path, env.get("PYTHONPATH", "")) if p
+            )
+            env["PYTHONUNBUFFERED"] = "1"
+            # glibc reserves 64 MiB of address space per malloc arena and thread;
+            # two arenas keep a small worker small.
+            env.setdefault("MALLOC_ARENA_MAX", "2")
+            return [spec.python, "-m", "edge.runtime.bootstrap"], {
+                "stdin": subprocess.PIPE,
+                "stdout": subprocess.PIPE,
+                "stderr": subprocess.PIPE,
+            }
+        if spec.language == "nodejs":
+            node = shutil.which(spec.node) or spec.node
+            args = [node]
+            if spec.enforce_memory or self._slot is not None:
+                args.append(f"--max-old-space-size={max(16, spec.memory_limit_in_mb)}")
+            return [*args, str(NODE_BOOTSTRAP)], {
+                "stdin": subprocess.DEVNULL,
+                "stdout": subprocess.PIPE,
+                "stderr": subprocess.STDOUT,
+            }
+        raise WorkerDied(
+            Outcome.failure(
+                "Runtime.UnknownRuntime",
+                f"no worker runtime for language {spec.language!r}",
+            )
+        )
+
     def start(self, timeout: float = 30.0) -> None:
         """Start the process and wait for its ``ready``; raise ``WorkerDied`` on init failure."""
-        if self.spec.language != "python":
-            raise WorkerDied(
-                Outcome.failure(
-                    "Runtime.UnknownRuntime",
-                    f"no worker runtime for language {self.spec.language!r}",
-                )
-            )
         env = dict(os.environ)
         env.update(self.spec.environment)
-        env["PYTHONUNBUFFERED"] = "1"
-        # The bootstrap must import this package even when the worker's cwd is the
-        # component folder and the package is not installed (a source checkout).
-        pkg_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (pkg_root, env.get("PYTHONPATH", "")) if p
+        argv, popen = self._command(env)
+        node = self.spec.language == "nodejs"
+        child_fds: tuple[int, ...] = ()
+        if node:
+            # Channel on two extra pipes: fd numbers passed in the environment.
+            to_child_r, to_child_w = os.pipe()
+            from_child_r, from_child_w = os.pipe()
+            child_fds = (to_child_r, from_child_w)
+            env["EDGE_CHANNEL_IN"] = str(to_child_r)
+            env["EDGE_CHANNEL_OUT"] = str(from_child_w)
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=str(self.spec.folder),
+                env=env,
+                start_new_session=True,
+                pass_fds=child_fds,
+                **popen,
+            )
+        except OSError as exc:
+            for fd in child_fds:
+                os.close(fd)
+            raise WorkerDied(
+                Outcome.failure("Runtime.InitError", f"cannot start {argv[0]}: {exc}")
+            ) from None
+        if self._slot is not None:
+            try:
+                self._slot.attach(self._proc.pid)
+            except OSError as exc:
+                log.warning("worker %d not moved into its cgroup: %s", self._proc.pid, exc)
+        if node:
+            for fd in child_fds:
+                os.close(fd)
+            self._chan = os.fdopen(to_child_w, "wb", buffering=0)
+            read_fd = from_child_r
+            self._log_stream = self._proc.stdout
+        else:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._chan = self._proc.stdin
+            read_fd = self._proc.stdout.fileno()
+            self._log_stream = self._proc.stderr
+        self._read_fd_owned = from_child_r if node else None
+        self._reader = _FrameReader(read_fd)
+        self._log_thread = threading.Thread(
+            target=self._pump_output, name=f"worker-log-{self._proc.pid}", daemon=True
         )
-        self._proc = subprocess.Popen(
-            [self.spec.python, "-m", "edge.runtime.bootstrap"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(self.spec.folder),
-            env=env,
-            start_new_session=True,
-        )
-        assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._reader = _FrameReader(self._proc.stdout.fileno())
-        self._stderr_thread = threading.Thread(
-            target=self._pump_stderr, name=f"worker-log-{self._proc.pid}", daemon=True
-        )
-        self._stderr_thread.start()
+        self._log_thread.start()
         init = {
             "type": "init",
             "dir": str(self.spec.folder),
@@ -184,6 +297,7 @@ class Worker:
             "function_name": self.spec.function_name,
             "function_version": self.spec.function_version,
             "memory_limit_in_mb": self.spec.memory_limit_in_mb,
+            "enforce_memory": self.spec.enforce_memory and self._slot is None,
             "invoked_function_arn": self.spec.invoked_function_arn,
             "log_group_name": self.spec.log_group_name,
             "log_stream_name": self.spec.log_stream_name,
@@ -197,8 +311,10 @@ class Worker:
                 Outcome.failure("Runtime.InitTimeout", f"worker not ready after {timeout:.0f}s")
             ) from None
         except (EOFError, ProtocolError, OSError) as exc:
-            self.kill()
-            raise WorkerDied(Outcome.failure("Runtime.InitError", str(exc))) from None
+            code = self._reap()
+            raise WorkerDied(
+                Outcome.failure("Runtime.InitError", self._death_reason(code, exc))
+            ) from None
         if header.get("type") == "init_error":
             self.kill()
             err = header.get("error") or {}
@@ -210,17 +326,39 @@ class Worker:
             )
 
     def _send(self, header: dict[str, Any], body: bytes = b"") -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        write_frame(self._proc.stdin, header, body)  # type: ignore[arg-type]
+        assert self._chan is not None
+        self._chan.write(encode_frame(header, body))
+        self._chan.flush()
 
-    def _pump_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for raw in self._proc.stderr:
-            try:
-                self._on_log(raw.decode("utf-8", "replace").rstrip("\n"))
-            except Exception:  # a broken log sink must not kill the pump
-                log.exception("worker log sink failed")
+    def _pump_output(self) -> None:
+        """Forward the worker's output lines, tagged with the request they belong to.
 
+        The runtime writes ``LOG_MARK start <id>`` / ``LOG_MARK end`` on the same
+        stream around each invocation, so the tag is exact even for lines read late.
+        """
+        assert self._log_stream is not None
+        current = ""
+        for raw in self._log_stream:
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            while LOG_MARK in text:
+                before, _, rest = text.partition(LOG_MARK)
+                if before:
+                    self._emit(before, current)
+                marker, _, text = rest.partition("\n")
+                words = marker.split(" ", 2)
+                current = words[1] if len(words) > 1 and words[0] == "start" else ""
+                text = ""  # a marker always ends its line
+            if text:
+                self._emit(text, current)
+
+    def _emit(self, line: str, request_id: str) -> None:
+        self._tail.append(line)
+        try:
+            self._on_output(line, request_id)
+        except Exception:  # a broken log sink must not kill the pump
+            log.exception("worker log sink failed")
+
+    # -- invoke --------------------------------------------------------------------------
     def invoke(
         self,
         *,
@@ -229,12 +367,19 @@ class Worker:
         payload: bytes,
         encoding: str,
         timeout: float,
+        on_call: CallHandler | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Run one invocation; raise ``WorkerDied`` (with the outcome to report) if the
-        worker overran, died or broke the protocol; the worker is then dead."""
+        worker overran, died or broke the protocol; the worker is then dead.
+
+        ``on_call`` answers the worker's calls to the agent during the invocation
+        (``context.invoke_self``); without it such calls are refused.
+        """
         if self._reader is None or not self.alive():
             raise WorkerDied(Outcome.failure("Runtime.WorkerDied", "worker is not running"))
         started = time.monotonic()
+        deadline = started + timeout
         self.last_used = started
         self.invocations += 1
         header = {
@@ -243,10 +388,15 @@ class Worker:
             "topic": topic,
             "encoding": encoding,
             "timeout_ms": int(timeout * 1000),
+            **(extra or {}),
         }
         try:
             self._send(header, payload)
-            reply, body = self._reader.read(started + timeout)
+            while True:
+                reply, body = self._reader.read(deadline)
+                if reply.get("type") != "call":
+                    break
+                self._answer(reply, body, on_call)
         except TimeoutError:
             self.kill()
             elapsed = (time.monotonic() - started) * 1000
@@ -258,9 +408,9 @@ class Worker:
         except (EOFError, BrokenPipeError, OSError) as exc:
             code = self._reap()
             elapsed = (time.monotonic() - started) * 1000
-            raise WorkerDied(
-                Outcome.failure("Runtime.ExitError", _exit_reason(code, exc), elapsed)
-            ) from None
+            kind = "Runtime.OutOfMemory" if self._out_of_memory() else "Runtime.ExitError"
+            reason = self._death_reason(code, exc)
+            raise WorkerDied(Outcome.failure(kind, reason, elapsed)) from None
         except ProtocolError as exc:
             self.kill()
             raise WorkerDied(
@@ -273,6 +423,9 @@ class Worker:
             )
         duration = float(reply.get("duration_ms", (time.monotonic() - started) * 1000))
         self.last_used = time.monotonic()
+        if reply.get("fatal"):
+            # The runtime cannot go on (it ran out of memory); it exits after this reply.
+            self.kill()
         if reply.get("ok"):
             return Outcome(
                 ok=True,
@@ -282,14 +435,43 @@ class Worker:
             )
         return Outcome(ok=False, error=reply.get("error") or {}, duration_ms=duration)
 
+    def _answer(self, call: dict[str, Any], body: bytes, on_call: CallHandler | None) -> None:
+        call_id = call.get("id")
+        if on_call is None:
+            answer: dict[str, Any] = {"ok": False, "error": "calls are not available here"}
+            data = b""
+        else:
+            try:
+                answer, data = on_call(call, body)
+            except Exception as exc:  # the handler sees the failure, the agent goes on
+                log.warning("worker call %r failed: %s", call.get("op"), exc)
+                answer, data = {"ok": False, "error": str(exc)}, b""
+        self._send({"type": "reply", "id": call_id, **answer}, data)
+
+    # -- end -----------------------------------------------------------------------------
+    def _out_of_memory(self) -> bool:
+        if self._slot is not None and self._slot.oom_killed():
+            return True
+        if self._log_thread is not None:
+            self._log_thread.join(1.0)  # read what it said while dying
+        return any(mark in line for line in self._tail for mark in _NODE_OOM)
+
+    def _death_reason(self, code: int | None, exc: BaseException) -> str:
+        reason = _exit_reason(code, exc)
+        if self._out_of_memory():
+            return f"out of memory (limit {self.spec.memory_limit_in_mb} MB); {reason}"
+        return reason
+
     def _reap(self, timeout: float = 2.0) -> int | None:
         if self._proc is None:
             return None
         try:
-            return self._proc.wait(timeout)
+            code = self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             return self._proc.returncode
+        self._close_streams()
+        return code
 
     def stop(self, timeout: float = 2.0) -> None:
         """Ask the worker to exit, then make sure it did."""
@@ -311,16 +493,36 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for stream in (proc.stdin, proc.stdout):
+        else:
+            # The leader is gone; children it left in its group go too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        self._close_streams()
+        pump = self._log_thread
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout=2)
+        if self._slot is not None:
+            self._slot.close()
+
+    def _close_streams(self) -> None:
+        proc = self._proc
+        streams: list[IO[bytes] | None] = [self._chan]
+        if proc is not None:
+            streams.append(proc.stdin)
+            if self.spec.language == "python":
+                streams.append(proc.stdout)  # the channel; Node's stdout is its log
+        for stream in streams:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        fd = getattr(self, "_read_fd_owned", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self._read_fd_owned = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        pump = self._stderr_thread
-        if pump is not None and pump is not threading.current_thread():
-            pump.join(timeout=2)
 
 
 def _exit_reason(code: int | None, exc: BaseException) -> str:

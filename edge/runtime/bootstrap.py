@@ -11,14 +11,22 @@ Protocol (see ``edge.runtime.protocol``):
     worker -> agent  {"type": "ready"} | {"type": "init_error", "error": {...}}
     agent -> worker  {"type": "invoke", "request_id", "topic", "encoding",
                       "timeout_ms", ...} + payload
+    (worker -> agent {"type": "call", "id", "op", ...} + body,
+     agent -> worker {"type": "reply", "id", "ok", ...} + body)*
     worker -> agent  {"type": "result", "request_id", "ok": true,
                       "content_type": "application/json" | "application/octet-stream"
                       | "none"} + body
-                   | {"type": "result", "request_id", "ok": false, "error": {...}}
+                   | {"type": "result", "request_id", "ok": false, "error": {...},
+                      "fatal": true?}
+
+A handler that runs out of memory (``MemoryError`` under the rlimit the agent
+asks for) gets a ``Runtime.OutOfMemory`` record marked ``fatal``, and the
+worker exits: a heap that failed once is not trusted with the next event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -28,7 +36,9 @@ import traceback
 from typing import Any, BinaryIO
 
 from edge.runtime.context import LambdaContext
-from edge.runtime.protocol import read_frame, write_frame
+from edge.runtime.protocol import LOG_MARK, read_frame, write_frame
+
+OOM_EXIT = 86  # the status a worker exits with after reporting an out-of-memory error
 
 
 def error_record(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
@@ -43,17 +53,17 @@ def error_record(exc: BaseException, error_type: str | None = None) -> dict[str,
 
 
 class HandlerNotFound(Exception):
-    """The module imported but has no such callable: Lambda's Runtime.HandlerNotFound."""
+    pass
 
 
 def _load_handler(folder: str, handler: str) -> Any:
+    """Import the handler; ``HandlerNotFound`` for a bad name, anything else is the
+    module's own import failure."""
     module_name, _, func_name = handler.rpartition(".")
     if not module_name or not func_name:
         raise HandlerNotFound(f"handler {handler!r} is not of the form module.function")
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    # Anything raised while the module imports is the module's fault (ImportModuleError),
-    # whatever its type; only a missing or non-callable attribute is HandlerNotFound.
     module = importlib.import_module(module_name)
     func = getattr(module, func_name, None)
     if func is None:
@@ -71,26 +81,72 @@ def _encode_result(value: Any) -> tuple[str, bytes]:
     return "application/json", json.dumps(value, separators=(",", ":")).encode()
 
 
+def _limit_memory(megabytes: int) -> None:
+    """Cap the heap: private writable memory (``RLIMIT_DATA``), which is what a
+    handler's objects cost, not the shared libraries and code mapped read-only."""
+    import resource
+
+    limit = megabytes << 20
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+def _mark(text: str) -> None:
+    """A log-stream marker (see ``LOG_MARK``), in order with the handler's own output."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os.write(2, f"{LOG_MARK}{text}\n".encode())
+
+
+class _Channel:
+    """Lets the handler's context call the agent in the middle of an invocation."""
+
+    def __init__(self, inp: BinaryIO, out: BinaryIO) -> None:
+        self._inp = inp
+        self._out = out
+        self._next = 0
+
+    def call(self, op: str, fields: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        self._next += 1
+        write_frame(self._out, {"type": "call", "id": self._next, "op": op, **fields}, body)
+        reply, data = read_frame(self._inp)
+        if reply.get("type") != "reply" or reply.get("id") != self._next:
+            raise RuntimeError(f"agent answered out of turn: {reply.get('type')!r}")
+        return reply, data
+
+
 def serve(inp: BinaryIO, out: BinaryIO) -> int:
     header, _ = read_frame(inp)
     if header.get("type") != "init":
         return 2
     for key, value in (header.get("environment") or {}).items():
         os.environ[str(key)] = str(value)
+    memory_mb = int(header.get("memory_limit_in_mb", 128))
+    if header.get("enforce_memory"):
+        _limit_memory(memory_mb)
     try:
         func = _load_handler(header["dir"], header["handler"])
+    except HandlerNotFound as exc:
+        exc.__traceback__ = None
+        error = error_record(exc, "Runtime.HandlerNotFound")
+        write_frame(out, {"type": "init_error", "error": error})
+        return 1
     except BaseException as exc:  # noqa: BLE001 - any import-time failure is the user's
         kind = "Runtime.ImportModuleError"
-        if isinstance(exc, HandlerNotFound):
-            kind = "Runtime.HandlerNotFound"
+        if isinstance(exc, MemoryError):
+            kind = "Runtime.OutOfMemory"
         write_frame(out, {"type": "init_error", "error": error_record(exc, kind)})
         return 1
     write_frame(out, {"type": "ready", "pid": os.getpid()})
 
+    channel = _Channel(inp, out)
     common = {
         "function_name": header.get("function_name", ""),
         "function_version": header.get("function_version", ""),
-        "memory_limit_in_mb": int(header.get("memory_limit_in_mb", 128)),
+        "memory_limit_in_mb": memory_mb,
         "invoked_function_arn": header.get("invoked_function_arn", ""),
         "log_group_name": header.get("log_group_name", ""),
         "log_stream_name": header.get("log_stream_name", ""),
@@ -106,6 +162,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         request_id = req.get("request_id", "")
         reply: dict[str, Any] = {"type": "result", "request_id": request_id}
         body = b""
+        _mark(f"start {request_id}")
         try:
             event: Any = payload
             if req.get("encoding", "json") == "json":
@@ -114,11 +171,17 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 aws_request_id=request_id,
                 deadline=started + int(req.get("timeout_ms", 3000)) / 1000,
                 subject=req.get("topic", ""),
+                call=channel.call,
                 **common,
             )
             value = func(event, context)
+            del event, context
         except KeyboardInterrupt:
             raise
+        except MemoryError as exc:
+            err = error_record(exc, "Runtime.OutOfMemory")
+            err["errorMessage"] = f"out of memory (limit {memory_mb} MB)"
+            reply.update(ok=False, error=err, fatal=True)
         except BaseException as exc:  # noqa: BLE001 - the handler's error (even sys.exit) is a result
             reply.update(ok=False, error=error_record(exc))
         else:
@@ -129,8 +192,16 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 err = error_record(exc, "Runtime.MarshalError")
                 err["errorMessage"] = f"Unable to marshal response: {exc}"
                 reply.update(ok=False, error=err)
+            except MemoryError:
+                err = {"errorType": "Runtime.OutOfMemory", "stackTrace": [],
+                       "errorMessage": f"out of memory (limit {memory_mb} MB)"}
+                reply.update(ok=False, error=err, fatal=True)
+            value = None
         reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        _mark("end")
         write_frame(out, reply, body)
+        if reply.get("fatal"):
+            return OOM_EXIT
 
 
 def main() -> int:

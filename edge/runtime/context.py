@@ -3,14 +3,27 @@
 It mirrors the attributes of AWS Lambda's Python context (and what Greengrass
 v1 Lambda functions received) so existing functions run unchanged. The clock
 is injected so remaining-time logic can be tested deterministically.
+
+``invoke_self(event)`` is ours: it durably queues a continuation of the same
+component (the pattern "invoke yourself with what is left" for work that does
+not fit in one timeout). It returns only once the agent has recorded it.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# (op, header fields, body) -> (reply header, reply body): a call to the agent.
+AgentCall = Callable[[str, dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
+
+
+class InvokeSelfError(Exception):
+    """The agent could not record a continuation; the invocation should fail."""
 
 
 @dataclass
@@ -41,6 +54,7 @@ class LambdaContext:
         subject: str = "",
         custom: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        call: AgentCall | None = None,
     ) -> None:
         self.function_name = function_name
         self.function_version = function_version
@@ -53,9 +67,33 @@ class LambdaContext:
         self.client_context = ClientContext(custom={"subject": subject, **(custom or {})})
         self._deadline = deadline
         self._clock = clock
+        self._call = call
+        self._continuations = 0
+        self._lock = threading.Lock()
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - self._clock()) * 1000))
+
+    def invoke_self(self, event: Any) -> None:
+        """Durably queue ``event`` as a new invocation of this component.
+
+        ``event`` is JSON-serialisable (or ``bytes``, passed as is). A re-run of
+        this invocation (after a crash) makes the same calls in the same order;
+        the agent keeps one continuation per call, the latest one's event.
+        """
+        if self._call is None:
+            raise InvokeSelfError("invoke_self is only available inside the edge agent")
+        if isinstance(event, bytes | bytearray | memoryview):
+            body, encoding = bytes(event), "binary"
+        else:
+            body, encoding = json.dumps(event, separators=(",", ":")).encode(), "json"
+        with self._lock:
+            self._continuations += 1
+            reply, _ = self._call(
+                "invoke_self", {"index": self._continuations, "encoding": encoding}, body
+            )
+        if not reply.get("ok"):
+            raise InvokeSelfError(f"continuation not recorded: {reply.get('error')}")
 
     def __repr__(self) -> str:
         return (

@@ -28,13 +28,23 @@ MAX_HEADER = 1 << 20
 MAX_BODY = 256 << 20
 
 
+# Written by a runtime on its log stream around each invocation
+# (``LOG_MARK + "start <request id>\n"`` ... ``LOG_MARK + "end\n"``) so the agent
+# tags every output line with the request it belongs to.
+LOG_MARK = "\x1eedge:"
+
+
 class ProtocolError(Exception):
     """The peer wrote something that is not a frame (or closed mid-frame)."""
 
 
-def write_frame(stream: BinaryIO, header: dict[str, Any], body: bytes = b"") -> None:
+def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     raw = json.dumps(header, separators=(",", ":")).encode()
-    stream.write(_LEN.pack(len(raw)) + raw + _LEN.pack(len(body)) + body)
+    return _LEN.pack(len(raw)) + raw + _LEN.pack(len(body)) + body
+
+
+def write_frame(stream: BinaryIO, header: dict[str, Any], body: bytes = b"") -> None:
+    stream.write(encode_frame(header, body))
     stream.flush()
 
 

@@ -289,9 +289,9 @@ def test_module_raising_value_error_on_import_is_not_handler_not_found() -> None
 
 
 def test_unknown_language_is_refused_without_a_process() -> None:
-    error = start_fails("app.echo", language="nodejs")
+    error = start_fails("app.echo", language="java")
     assert error["errorType"] == "Runtime.UnknownRuntime"
-    assert "nodejs" in error["errorMessage"]
+    assert "java" in error["errorMessage"]
 
 
 # -- logs, environment, context ------------------------------------------------------

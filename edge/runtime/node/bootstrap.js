@@ -1,0 +1,292 @@
+'use strict';
+// The Node.js worker: loads one handler and serves invocations over the agent's
+// channel, the same frames as the Python bootstrap (edge/runtime/protocol.py):
+//   u32 header_len | header (UTF-8 JSON) | u32 body_len | body
+// The channel is two pipe fds named in EDGE_CHANNEL_IN / EDGE_CHANNEL_OUT, so the
+// handler's console output (stdout and stderr, one pipe) never touches it.
+// Node's built-in modules only: a cold start costs little more than `node` itself.
+
+const fs = require('fs');
+const path = require('path');
+const { pathToFileURL } = require('url');
+
+const IN_FD = Number(process.env.EDGE_CHANNEL_IN);
+const OUT_FD = Number(process.env.EDGE_CHANNEL_OUT);
+const LOG_MARK = '\x1eedge:';
+const MAX_HEADER = 1 << 20;
+const MAX_BODY = 256 << 20;
+
+function writeAll(fd, buf) {
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(fd, buf, off, buf.length - off);
+    } catch (err) {
+      if (err.code !== 'EAGAIN') throw err;
+    }
+  }
+}
+
+function writeFrame(header, body) {
+  const raw = Buffer.from(JSON.stringify(header), 'utf8');
+  const data = body || Buffer.alloc(0);
+  const out = Buffer.allocUnsafe(8 + raw.length + data.length);
+  out.writeUInt32BE(raw.length, 0);
+  raw.copy(out, 4);
+  out.writeUInt32BE(data.length, 4 + raw.length);
+  data.copy(out, 8 + raw.length);
+  writeAll(OUT_FD, out);
+}
+
+function mark(text) {
+  // stdout and stderr are one pipe, written synchronously: the marker lands in order.
+  writeAll(1, Buffer.from(`${LOG_MARK}${text}\n`, 'utf8'));
+}
+
+function errorRecord(err, errorType) {
+  if (err instanceof Error) {
+    const lines = String(err.stack || '').split('\n').slice(1).map((l) => l.trim());
+    return {
+      errorType: errorType || err.name || (err.constructor && err.constructor.name) || 'Error',
+      errorMessage: String(err.message),
+      stackTrace: lines.filter((l) => l && !l.includes(__filename) && !/\(?node:/.test(l)),
+    };
+  }
+  return { errorType: errorType || 'Error', errorMessage: String(err), stackTrace: [] };
+}
+
+function encodeResult(value) {
+  if (value === undefined || value === null) return ['none', Buffer.alloc(0)];
+  if (Buffer.isBuffer(value)) return ['application/octet-stream', value];
+  if (value instanceof Uint8Array) return ['application/octet-stream', Buffer.from(value)];
+  const text = JSON.stringify(value);
+  if (text === undefined) return ['none', Buffer.alloc(0)];
+  return ['application/json', Buffer.from(text, 'utf8')];
+}
+
+class HandlerNotFound extends Error {}
+
+async function loadHandler(dir, handler) {
+  const dot = handler.lastIndexOf('.');
+  if (dot <= 0 || dot === handler.length - 1) {
+    throw new HandlerNotFound(`handler '${handler}' is not of the form module.function`);
+  }
+  const modName = handler.slice(0, dot);
+  const funcName = handler.slice(dot + 1);
+  const base = path.resolve(dir, modName);
+  let mod;
+  if (fs.existsSync(`${base}.mjs`)) {
+    mod = await import(pathToFileURL(`${base}.mjs`).href);
+  } else {
+    const file = ['.js', '.cjs'].map((s) => base + s).find((f) => fs.existsSync(f));
+    if (!file) {
+      const err = new Error(`Cannot find module '${modName}' in ${dir}`);
+      err.code = 'MODULE_NOT_FOUND';
+      throw err;
+    }
+    try {
+      mod = require(file);
+    } catch (err) {
+      if (err && err.code === 'ERR_REQUIRE_ESM') mod = await import(pathToFileURL(file).href);
+      else throw err;
+    }
+  }
+  let func = mod ? mod[funcName] : undefined;
+  if (func === undefined && mod && mod.default) func = mod.default[funcName];
+  if (func === undefined) {
+    throw new HandlerNotFound(`module '${modName}' has no handler function '${funcName}'`);
+  }
+  if (typeof func !== 'function') throw new HandlerNotFound(`handler '${handler}' is not callable`);
+  return func;
+}
+
+let init = null;
+let handlerFn = null;
+let current = null; // the invocation in progress: {requestId, finish}
+let nextCall = 0;
+const pendingCalls = new Map();
+const queue = [];
+
+function callAgent(op, fields, body) {
+  nextCall += 1;
+  const id = nextCall;
+  return new Promise((resolve, reject) => {
+    pendingCalls.set(id, { resolve, reject });
+    writeFrame(Object.assign({ type: 'call', id, op }, fields), body);
+  });
+}
+
+function makeContext(req, started) {
+  const deadline = started + Number(req.timeout_ms || 3000);
+  let continuations = 0;
+  const ctx = {
+    functionName: init.function_name || '',
+    functionVersion: init.function_version || '',
+    invokedFunctionArn: init.invoked_function_arn || '',
+    memoryLimitInMB: String(init.memory_limit_in_mb || 128),
+    awsRequestId: req.request_id || '',
+    logGroupName: init.log_group_name || '',
+    logStreamName: init.log_stream_name || '',
+    identity: { cognitoIdentityId: null, cognitoIdentityPoolId: null },
+    clientContext: { custom: { subject: req.topic || '' }, env: {}, client: {} },
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis() {
+      return Math.max(0, Math.floor(deadline - Date.now()));
+    },
+    // Durably queue a continuation of this component; resolves once recorded.
+    async invokeSelf(event) {
+      continuations += 1;
+      let body;
+      let encoding = 'json';
+      if (Buffer.isBuffer(event) || event instanceof Uint8Array) {
+        body = Buffer.from(event);
+        encoding = 'binary';
+      } else {
+        body = Buffer.from(JSON.stringify(event), 'utf8');
+      }
+      const reply = await callAgent('invoke_self', { index: continuations, encoding }, body);
+      if (!reply.ok) throw new Error(`continuation not recorded: ${reply.error}`);
+    },
+  };
+  ctx.done = (err, value) => current && current.finish(err, value);
+  ctx.succeed = (value) => ctx.done(null, value);
+  ctx.fail = (err) => ctx.done(err);
+  return ctx;
+}
+
+function invoke(req, payload) {
+  const started = Date.now();
+  const requestId = req.request_id || '';
+  mark(`start ${requestId}`);
+  let done = false;
+  const finish = (err, value, fatal) => {
+    if (done) return;
+    done = true;
+    current = null;
+    const reply = { type: 'result', request_id: requestId };
+    let body = Buffer.alloc(0);
+    if (err !== null && err !== undefined) {
+      Object.assign(reply, { ok: false, error: errorRecord(err) });
+    } else {
+      try {
+        const [contentType, data] = encodeResult(value);
+        Object.assign(reply, { ok: true, content_type: contentType });
+        body = data;
+      } catch (e) {
+        const rec = errorRecord(e, 'Runtime.MarshalError');
+        rec.errorMessage = `Unable to marshal response: ${e.message}`;
+        Object.assign(reply, { ok: false, error: rec });
+      }
+    }
+    if (fatal) reply.fatal = true;
+    reply.duration_ms = Date.now() - started;
+    mark('end');
+    writeFrame(reply, body);
+    if (fatal) process.exit(1);
+    setImmediate(pump);
+  };
+  current = { requestId, finish };
+  let event;
+  try {
+    event = req.encoding === 'binary' ? payload : JSON.parse(payload.toString('utf8'));
+  } catch (e) {
+    finish(e);
+    return;
+  }
+  const context = makeContext(req, started);
+  let ret;
+  try {
+    ret = handlerFn(event, context, (err, value) => finish(err, value));
+  } catch (e) {
+    finish(e);
+    return;
+  }
+  if (ret && typeof ret.then === 'function') {
+    ret.then(
+      (value) => finish(null, value),
+      (err) => finish(err === undefined || err === null ? new Error('rejected') : err),
+    );
+  } else if (handlerFn.length < 3) {
+    finish(null, ret);
+  }
+  // else: a callback handler; the agent's deadline covers one that never calls back.
+}
+
+function pump() {
+  if (current || !handlerFn) return;
+  const item = queue.shift();
+  if (item) invoke(item.header, item.body);
+}
+
+async function onFrame(header, body) {
+  switch (header.type) {
+    case 'init': {
+      init = header;
+      try {
+        handlerFn = await loadHandler(header.dir, header.handler);
+      } catch (err) {
+        const kind = err instanceof HandlerNotFound
+          ? 'Runtime.HandlerNotFound' : 'Runtime.ImportModuleError';
+        const rec = errorRecord(err, kind);
+        if (err instanceof HandlerNotFound) rec.stackTrace = [];
+        writeFrame({ type: 'init_error', error: rec });
+        process.exit(1);
+      }
+      writeFrame({ type: 'ready', pid: process.pid });
+      pump();
+      break;
+    }
+    case 'invoke':
+      queue.push({ header, body });
+      pump();
+      break;
+    case 'reply': {
+      const call = pendingCalls.get(header.id);
+      if (call) {
+        pendingCalls.delete(header.id);
+        call.resolve(header);
+      }
+      break;
+    }
+    case 'stop':
+      process.exit(0);
+      break;
+    default:
+      break;
+  }
+}
+
+process.on('uncaughtException', (err) => {
+  if (current) current.finish(err, undefined, true);
+  else {
+    process.stderr.write(`uncaught exception outside an invocation: ${err && err.stack}\n`);
+    process.exit(1);
+  }
+});
+process.on('unhandledRejection', (reason) => {
+  const err = reason instanceof Error ? reason : new Error(String(reason));
+  err.name = 'Runtime.UnhandledPromiseRejection';
+  if (current) current.finish(err, undefined, true);
+});
+
+let buf = Buffer.alloc(0);
+const input = fs.createReadStream(null, { fd: IN_FD, highWaterMark: 1 << 16 });
+input.on('data', (chunk) => {
+  buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+  for (;;) {
+    if (buf.length < 4) return;
+    const hlen = buf.readUInt32BE(0);
+    if (hlen > MAX_HEADER) process.exit(2);
+    if (buf.length < 8 + hlen) return;
+    const blen = buf.readUInt32BE(4 + hlen);
+    if (blen > MAX_BODY) process.exit(2);
+    const total = 8 + hlen + blen;
+    if (buf.length < total) return;
+    const header = JSON.parse(buf.subarray(4, 4 + hlen).toString('utf8'));
+    const body = Buffer.from(buf.subarray(8 + hlen, total));
+    buf = buf.subarray(total);
+    onFrame(header, body);
+  }
+});
+input.on('end', () => process.exit(0));
+input.on('error', () => process.exit(0));
