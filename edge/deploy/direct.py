@@ -683,7 +683,12 @@ def _smoke(manifest: Any) -> SmokeEvent | None:
         levels = manifest.triggers[0].topic.split("/")
         topic = "/".join("smoke" if level in ("+", "#") else level for level in levels)
     topic = render(topic, thing="smoke", component=manifest.name)
-    return SmokeEvent(topic, Path(health.smoke_event).read_bytes())
+    try:
+        payload = Path(health.smoke_event).read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"{health.smoke_event}: {exc.strerror}", source=manifest.source,
+                              field="health.smoke_event") from None  # fmt: skip
+    return SmokeEvent(topic, payload)
 
 
 def window_from(components: Sequence[Path], given: float | None) -> float | None:

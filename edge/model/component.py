@@ -258,9 +258,11 @@ def _health(doc: Section, folder: Path) -> Health:
     section = doc.section("health", ("smoke_event", "smoke_topic", "window"))
     if section is None:
         return Health()
+    # Not required to exist here: ``events/`` is not packaged, so a deployed copy of the
+    # manifest has none; ``edgectl deploy`` reads it (and fails when it is missing).
     event = section.path("smoke_event", folder)
-    if event is not None and not event.is_file():
-        section.fail("smoke_event", f"{show(section.get('smoke_event'))}: no such file", event)
+    if event is not None and not event.resolve().is_relative_to(folder):
+        section.fail("smoke_event", f"{show(section.get('smoke_event'))} is outside {folder}")
     topic = None
     if section.has("smoke_topic"):
         topic = _topic(section, "smoke_topic", filter_=False)
