@@ -1,36 +1,46 @@
-"""``edgectl fleet status``: one row per device."""
+"""``edgectl fleet status`` (direct or greengrass backend) and ``edgectl fleet simulate``."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edge.cli import render
-from edge.deploy.greengrass import fleet_status, make_clients
 from edge.errors import UsageError
-from edge.model.device import load_inventory
-from edge.model.status import FleetStatus
+from edge.model.status import DEVICE_STATES, FleetStatus
+
+BACKENDS = ("direct", "greengrass")
 
 
-def show_fleet(status: FleetStatus) -> None:
-    rows = []
-    for device in status.devices:
-        components = ", ".join(
-            f"{name} {c.version} ({c.state})" for name, c in sorted(device.components.items())
+def _greengrass(
+    devices_dir: Path,
+    group: str | None,
+    region: str,
+    profile: str | None,
+    system: bool,
+    progress_enabled: bool,
+) -> FleetStatus:
+    from edge.cli import render
+    from edge.deploy.greengrass import fleet_status, make_clients
+    from edge.model.device import load_inventory
+
+    inventory = {}
+    if devices_dir.is_dir():
+        inventory = {n: d.thing_name for n, d in load_inventory(devices_dir).items()}
+    clients = make_clients(region, profile=profile)
+    group_arn = clients.iot.thing_group_arn(group) if group else None
+    with render.progress_bar(progress_enabled) as progress:
+        return fleet_status(
+            clients.greengrass,
+            now=datetime.now(UTC),
+            inventory=inventory,
+            thing_group_arn=group_arn,
+            include_system=system,
+            progress=progress,
         )
-        last_seen = device.last_seen.strftime("%Y-%m-%d %H:%M") if device.last_seen else "-"
-        backlog = "-" if device.backlog is None else device.backlog
-        rows.append((device.name, device.state, last_seen, components, backlog,
-                     "; ".join(device.errors)))  # fmt: skip
-    counts = ", ".join(f"{n} {s}" for s, n in status.counts().items() if n)
-    render.print_table(
-        f"fleet ({status.backend}): {counts or 'no devices'}",
-        ("device", "state", "last seen", "components", "backlog", "errors"),
-        rows,
-    )
 
 
 def register(app: typer.Typer) -> None:
@@ -38,30 +48,159 @@ def register(app: typer.Typer) -> None:
 
     @fleet.command("status")
     def status_cmd(
-        backend: Annotated[str, typer.Option()] = "greengrass",
-        group: Annotated[str | None, typer.Option(help="Only this thing group.")] = None,
+        backend: Annotated[str, typer.Option(help="direct (the broker) or greengrass.")] = "direct",
+        group: Annotated[str | None, typer.Option(help="Only this group.")] = None,
+        state: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Only devices in this state (repeatable): " + ", ".join(DEVICE_STATES)
+            ),
+        ] = None,
+        broker: Annotated[
+            str | None,
+            typer.Option(envvar="EDGECTL_BROKER", help="mqtt://HOST:PORT; default: devices/."),
+        ] = None,
         devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        timeout: Annotated[float, typer.Option(help="Seconds to reach the broker.")] = 5.0,
+        watch: Annotated[bool, typer.Option("--watch", help="Refresh live (Ctrl-C ends).")] = False,
+        all_rows: Annotated[bool, typer.Option("--all", help="Every row, not one screen.")] = False,
         region: Annotated[str, typer.Option(envvar="AWS_REGION")] = "us-east-1",
         profile: Annotated[str | None, typer.Option()] = None,
         system: Annotated[bool, typer.Option(help="Include aws.greengrass.* components.")] = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
-        """Device state, components, errors and backlog, one row per device."""
-        if backend != "greengrass":
-            raise UsageError(f"--backend: {backend!r}: this command reads 'greengrass' status")
-        inventory = {}
-        if devices_dir.is_dir():
-            inventory = {n: d.thing_name for n, d in load_inventory(devices_dir).items()}
-        clients = make_clients(region, profile=profile)
-        group_arn = clients.iot.thing_group_arn(group) if group else None
-        with render.progress_bar(not as_json) as progress:
-            status = fleet_status(
-                clients.greengrass, now=datetime.now(UTC), inventory=inventory,
-                thing_group_arn=group_arn, include_system=system, progress=progress,
-            )  # fmt: skip
+        """Device state, components, errors and backlog, one row per device, those that need
+        attention first. Exit 0 when every device shown is online, 1 otherwise."""
+        from edge.cli import render, render_fleet
+
+        states = tuple(state or ())
+        for value in states:
+            if value not in DEVICE_STATES:
+                raise UsageError(f"--state: {value!r} is not one of {', '.join(DEVICE_STATES)}")
+        if backend not in BACKENDS:
+            raise UsageError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        if backend == "greengrass":
+            if watch:
+                raise UsageError("--watch: the greengrass backend has no live status")
+            status = _greengrass(devices_dir, group, region, profile, system, not as_json)
+            if states:
+                status = FleetStatus(
+                    status.backend,
+                    status.generated_at,
+                    tuple(d for d in status.devices if d.state in states),
+                )
+            status = status.by_attention()
+        else:
+            from edge.fleet import reader
+            from edge.fleet.view import choose_broker, fleet_view, load_known
+
+            inventory = load_known(devices_dir)
+            url = choose_broker(inventory, broker)
+            bus = reader.connect(url, timeout=timeout, ca=inventory.ca)
+            try:
+                feed = reader.StatusFeed(bus)
+                feed.open(timeout)
+
+                def build() -> FleetStatus:
+                    payloads = {t: s.payload for t, s in feed.snapshot().items()}
+                    return fleet_view(
+                        payloads,
+                        now=time.time(),
+                        inventory=inventory.devices,
+                        group=group,
+                        states=states,
+                    )
+
+                if watch:
+                    seen = [feed.version]
+
+                    def wait(timeout_s: float) -> bool:
+                        new = feed.wait_change(seen[0], timeout_s)
+                        changed = new != seen[0]
+                        seen[0] = new
+                        return changed
+
+                    status = render_fleet.watch(build, wait, as_json=as_json, all_rows=all_rows)
+                    raise typer.Exit(0 if status.healthy else 1)
+                status = build()
+            finally:
+                bus.close()
         if as_json:
             render.print_json(status.to_json())
         else:
-            show_fleet(status)
+            render_fleet.show_fleet(status, all_rows=all_rows)
+        raise typer.Exit(0 if status.healthy else 1)
+
+    @fleet.command("simulate")
+    def simulate_cmd(
+        devices: Annotated[int, typer.Option(help="How many devices.")],
+        broker: Annotated[
+            str | None,
+            typer.Option(envvar="EDGECTL_BROKER", help="mqtt://HOST:PORT; default: devices/."),
+        ] = None,
+        fail_rate: Annotated[
+            float, typer.Option(help="Chance that a deployment fails its health gate.")
+        ] = 0.0,
+        heartbeat: Annotated[float, typer.Option(help="Status heartbeat, seconds.")] = 30.0,
+        prefix: Annotated[str, typer.Option(help="Thing names are PREFIX-0001...")] = "sim",
+        group: Annotated[list[str] | None, typer.Option(help="Groups (repeatable).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the synthetic metrics.")] = 0,
+        step: Annotated[float, typer.Option(help="Seconds per deployment phase.")] = 0.2,
+        trust: Annotated[
+            Path | None, typer.Option(help="Public key to verify deployments (keys/fleet.pub).")
+        ] = None,
+        duration: Annotated[
+            float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+        ] = None,
+        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+    ) -> None:
+        """Run N simulated devices in this process: status, heartbeats, last wills, and
+        answers to deployments, as real agents give them."""
+        import threading
+
+        from edge.fleet.document import check_name
+        from edge.fleet.simulate import SimOptions, Simulator, load_verifier
+        from edge.fleet.view import choose_broker, load_known
+        from edge.mqtt.paho_bus import BrokerAddress
+
+        check_name(prefix, "--prefix")
+        url = broker or choose_broker(load_known(devices_dir), None)
+        _reachable(url)
+        address = BrokerAddress.parse(url)
+        if trust is None and Path("keys/fleet.pub").is_file():
+            trust = Path("keys/fleet.pub")
+        verify = load_verifier(trust) if trust is not None else None
+        options = SimOptions(
+            devices=devices,
+            prefix=prefix,
+            heartbeat=heartbeat,
+            fail_rate=fail_rate,
+            seed=seed,
+            groups=tuple(group or ("simulated",)),
+            step=step,
+        )
+        sim = Simulator(address.host, address.port, options, verify=verify)
+        sim.start()
+        typer.echo(
+            f"simulating {devices} devices ({options.thing(1)}..{options.thing(devices)}) on "
+            f"{address.url}; deployments "
+            f"{'verified with ' + str(trust) if trust else 'NOT verified'}; Ctrl-C stops",
+            err=True,
+        )
+        typer.echo(f"ready: {sim.connected} devices connected", err=False)
+        stop = threading.Event()
+        try:
+            stop.wait(duration)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sim.stop()
 
     app.add_typer(fleet, name="fleet")
+
+
+def _reachable(url: str) -> None:
+    """Fail fast with the reason when the broker is not there."""
+    from edge.fleet import reader
+
+    reader.connect(url, timeout=5.0).close()

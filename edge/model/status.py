@@ -24,7 +24,11 @@ JSON shape (``FleetStatus.to_json()``)::
 * ``offline``: its last report is older than the backend's staleness window
   (the direct backend: its MQTT last will fired; greengrass: no report for
   longer than the 24 h periodic status interval plus margin);
-* ``never-seen``: listed in the inventory but has never reported.
+* ``never-seen``: listed in the inventory but has never reported;
+* ``invalid``: something is on the device's status topic but it is not a
+  status document this edgectl understands (malformed JSON, a foreign client
+  publishing there, a newer schema); ``errors`` holds the reason. Only the
+  direct backend produces it.
 
 ``backlog`` is the number of result records waiting in the device's outbox,
 ``null`` when the backend cannot see it (Greengrass does not report it).
@@ -39,8 +43,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-DeviceState = Literal["online", "offline", "degraded", "never-seen"]
-DEVICE_STATES: tuple[DeviceState, ...] = ("online", "degraded", "offline", "never-seen")
+DeviceState = Literal["online", "offline", "degraded", "never-seen", "invalid"]
+DEVICE_STATES: tuple[DeviceState, ...] = ("online", "degraded", "offline", "never-seen", "invalid")
+#: Attention order: the rows an operator must look at first come first.
+ATTENTION_ORDER: dict[str, int] = {
+    "invalid": 0, "offline": 1, "degraded": 2, "never-seen": 3, "online": 4,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,3 +114,13 @@ class FleetStatus:
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for d in self.devices if d.state == s) for s in DEVICE_STATES}
+
+    @property
+    def healthy(self) -> bool:
+        """Every device is ``online``: what ``fleet status`` turns into exit code 0."""
+        return all(d.state == "online" for d in self.devices)
+
+    def by_attention(self) -> FleetStatus:
+        """The same rows, those that need attention first, then by name."""
+        rows = sorted(self.devices, key=lambda d: (ATTENTION_ORDER.get(d.state, 0), d.name))
+        return FleetStatus(self.backend, self.generated_at, tuple(rows))

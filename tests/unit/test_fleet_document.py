@@ -1,0 +1,129 @@
+"""Status documents: parsing (trust nothing on a status topic) and classification."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from edge.errors import UsageError, ValidationError
+from edge.fleet.document import (
+    check_name,
+    classify,
+    parse_status,
+    stale_after,
+    thing_of,
+)
+
+NOW = 1_800_000_000.0
+
+
+def doc(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "schema": 1, "state": "online", "device": "pi01", "thing": "pi01",
+        "groups": ["field"], "timestamp": NOW - 5, "heartbeat_s": 30,
+        "components": {"com.example.Hello": {"version": "1.0.0", "state": "RUNNING",
+                                             "recent": {"window_s": 300, "errors": 0}}},
+        "outbox": {"s3": {"records": 4, "last_error": None},
+                   "dynamodb": {"records": 3, "last_error": None}},
+    }  # fmt: skip
+    base.update(changes)
+    return base
+
+
+def row(data: dict[str, Any], thing: str = "pi01"):
+    return classify(parse_status(thing, json.dumps(data).encode()), now=NOW)
+
+
+def test_a_healthy_document_is_online_with_components_and_backlog() -> None:
+    r = row(doc())
+    assert r.state == "online"
+    assert r.errors == ()
+    assert r.backlog == 7
+    assert r.components["com.example.Hello"].version == "1.0.0"
+    assert r.components["com.example.Hello"].state == "running"
+    assert r.last_seen is not None and r.last_seen.timestamp() == NOW - 5
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"hello", "not JSON"),
+        (b"[1, 2]", "not a JSON object but list"),
+        (b'{"temperature": 21.5}', "no 'schema'"),
+        (json.dumps(doc(schema=2)).encode(), "schema 2 is newer than this edgectl reads"),
+        (json.dumps(doc(state="sleeping")).encode(), "state: 'sleeping'"),
+        (json.dumps(doc(thing="pi02")).encode(), "does not match the topic's 'pi01'"),
+        (json.dumps(doc(timestamp="yesterday")).encode(), "timestamp: 'yesterday'"),
+        (json.dumps(doc(components=[1])).encode(), "components: [1] is not an object"),
+        (json.dumps(doc(groups="field")).encode(), "groups: 'field'"),
+    ],
+)
+def test_malformed_or_foreign_documents_say_why(payload: bytes, reason: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(reason)) as info:
+        parse_status("pi01", payload)
+    assert "\n" not in str(info.value)
+
+
+def test_the_last_will_is_offline() -> None:
+    will = {"schema": 1, "state": "offline", "device": "pi01", "thing": "pi01", "will": True}
+    r = row(will)
+    assert r.state == "offline"
+    assert r.last_seen is None
+    assert r.errors == ("connection lost (last will)",)
+
+
+def test_an_online_document_older_than_three_heartbeats_is_offline() -> None:
+    r = row(doc(timestamp=NOW - stale_after(30) - 1))
+    assert r.state == "offline"
+    assert "silent for" in r.errors[0]
+    assert row(doc(timestamp=NOW - stale_after(30) + 1)).state == "online"
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"components": {"c": {"version": "1", "state": "ERRORED"}}}, "c: errored"),
+        (
+            {"components": {"c": {"version": "1", "state": "RUNNING",
+                                   "recent": {"window_s": 300, "errors": 2, "timeouts": 1}}}},
+            "c: 2 errors, 1 timeouts in 5m",
+        ),
+        (
+            {"deployment": {"deployment_id": "d-1", "state": "ROLLED_BACK",
+                            "reason": "health gate"}},
+            "deployment d-1: rolled_back: health gate",
+        ),
+        ({"outbox": {"s3": {"records": 1, "last_error": "Denied"}}}, "outbox s3: Denied"),
+        ({"system": {"disk_free_bytes": 10_000_000}}, "data dir: 10 MB free"),
+    ],
+)  # fmt: skip
+def test_what_makes_a_device_degraded(changes: dict[str, Any], error: str) -> None:
+    r = row(doc(**changes))
+    assert r.state == "degraded"
+    assert error in r.errors
+
+
+def test_the_deployment_report_becomes_the_deployment_column() -> None:
+    report = {"deployment_id": "d-7", "state": "IN_PROGRESS", "phase": "download",
+              "reason": "", "rollout": "r-1"}  # fmt: skip
+    r = row(doc(deployment=report))
+    assert r.state == "online"
+    assert r.deployment is not None
+    assert (r.deployment.id, r.deployment.name, r.deployment.state) == ("d-7", "r-1", "in_progress")
+
+
+def test_topics() -> None:
+    assert thing_of("edge/pi01/status") == "pi01"
+    assert thing_of("edge/pi01/deployment") is None
+    assert thing_of("edge/a/b/status") is None
+    assert thing_of("edge//status") is None
+
+
+@pytest.mark.parametrize("name", ["pi/01", "pi+", "#", "", "a b"])
+def test_names_with_wildcards_are_refused(name: str) -> None:
+    with pytest.raises(UsageError, match="no MQTT wildcards"):
+        check_name(name)
+    assert check_name("pi-01.a_b") == "pi-01.a_b"
