@@ -171,7 +171,11 @@ class Superseded(Exception):
         super().__init__(f"superseded by {by}")
 
 
-def pause_from_env(env: Mapping[str, str] = os.environ) -> Callable[[str], None]:
+def pause_from_env(
+    env: Mapping[str, str] = os.environ, notify: Callable[[str], None] | None = None
+) -> Callable[[str], None]:
+    """The test hook: block at phase ``$EDGE_TEST_PAUSE_AT`` until ``$EDGE_TEST_PAUSE_FILE``
+    exists, after calling ``notify(phase)`` (the agent publishes ``edge/<thing>/test/paused``)."""
     phase, path = env.get(PAUSE_ENV), env.get(PAUSE_FILE_ENV)
     if not phase or not path:
         return lambda _phase: None
@@ -179,6 +183,8 @@ def pause_from_env(env: Mapping[str, str] = os.environ) -> Callable[[str], None]
     def pause(at: str) -> None:
         if at == phase:
             log.warning("test hook: paused at %s until %s exists", at, path)
+            if notify is not None:
+                notify(at)
             wait_for_file(Path(path))
 
     return pause
@@ -210,7 +216,7 @@ class Deployer:
         self._chunks = BrokerChunkFetcher(connect_download)
         self._http = http or HttpFetcher()
         self._s3_url = s3_url
-        self._pause = pause or pause_from_env()
+        self._pause = pause or pause_from_env(notify=self._notify_paused)
         self._clock = clock
         self.cache = ArtifactCache(self._root / "artifacts")
         self.state = DeployState.load(self._state_path)
@@ -571,6 +577,9 @@ class Deployer:
             raise Superseded(newer.deployment_id)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _notify_paused(self, phase: str) -> None:
+        self._bus.publish(f"edge/{self.thing}/test/paused", phase.encode(), qos=1, timeout=5)
+
     def _release(self, spec: ComponentSpec) -> Path:
         return self._releases / spec.name / spec.artifact.sha256
 
