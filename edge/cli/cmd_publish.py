@@ -19,7 +19,19 @@ def register(app: typer.Typer) -> None:
     @app.command("publish")
     def publish_cmd(
         component_dir: Annotated[
-            Path | None, typer.Argument(help="Folder holding component.yaml.")
+            str | None,
+            typer.Argument(
+                help="Folder holding component.yaml (or an MQTT TOPIC).", show_default=False
+            ),
+        ] = None,
+        payload: Annotated[
+            str | None,
+            typer.Argument(help="With a TOPIC: the MQTT payload (@FILE reads a file).",
+                           show_default=False),
+        ] = None,
+        broker: Annotated[
+            str | None,
+            typer.Option(help="MQTT: broker URL (default: edgectl dev's, else the device file's)."),
         ] = None,
         bucket: Annotated[
             str | None, typer.Option(help="S3 bucket for artifacts, in --region.")
@@ -41,7 +53,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """Upload the component's artifacts to S3 and create its Greengrass component version."""
+        """Upload the component's artifacts to S3 and create its Greengrass component version;
+        or, as ``publish TOPIC [PAYLOAD]``, publish an MQTT message to a local device."""
+        if component_dir is not None and not (bucket or dry_run or platform or runtime) and (
+            payload is not None or not _is_component(component_dir)
+        ):
+            from edge.cli.cmd_mqtt import publish_message
+
+            publish_message(component_dir, payload, broker=broker, as_json=as_json)
+            return
         if backend != "greengrass":
             raise UsageError(f"--backend: {backend!r}: publish only applies to 'greengrass'")
         if not bucket:
@@ -53,7 +73,9 @@ def register(app: typer.Typer) -> None:
             return
         if component_dir is None:
             raise UsageError("COMPONENT_DIR: required (or --runtime)")
-        build = run_build(component_dir, platform or [], None, False, bucket, as_json or dry_run)
+        build = run_build(
+            Path(component_dir), platform or [], None, False, bucket, as_json or dry_run
+        )
         recorder = CallRecorder() if dry_run else None
         clients = make_clients(region, profile=profile, recorder=recorder)
         with render.progress_bar(not (as_json or dry_run)) as progress:
@@ -69,6 +91,12 @@ def register(app: typer.Typer) -> None:
                 render.stdout().print(f"  uploaded {uri}")
             for uri in result.skipped_uploads:
                 render.stdout().print(f"  already in S3 {uri}")
+
+
+def _is_component(arg: str) -> bool:
+    from edge.model.component import MANIFEST_NAMES
+
+    return any((Path(arg) / name).is_file() for name in MANIFEST_NAMES)
 
 
 def _publish_runtime(
