@@ -27,6 +27,7 @@ from typing import Any
 
 from edge import __version__
 from edge.agent.component import ComponentRunner, Finished
+from edge.agent.intake import Intake
 from edge.agent.status import SCHEMA_VERSION, StatusReporter
 from edge.agent.store import IntakeRecord, OutboxEntry, Store
 from edge.agent.syncer import Syncer
@@ -60,7 +61,15 @@ class Agent:
         self._sink_factory = sink_factory
         self._started_at = time.time()
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(data_dir / "agent.db", fsync=fsync)
+        self.store = Store(
+            data_dir / "agent.db",
+            fsync=fsync,
+            max_bytes=device.outbox.max_bytes,
+            when_full=device.outbox.when_full,
+        )
+        self.intake = Intake(self.store, bus, self._dispatch)
+        self.store.on_space(self.intake.resume)
+        bus.on_connection_change(self.intake.on_connection)
         self.epoch = _epoch(data_dir)
         self._accepting = threading.Event()
         self._lock = threading.RLock()  # guards runners, filters and subscriptions
@@ -189,13 +198,8 @@ class Agent:
             # A full queue under the ``reject`` policy: neither record nor acknowledge,
             # so the broker keeps the message and redelivers it.
             return
-
-        def recorded(rows: list[IntakeRecord]) -> None:
-            self.bus.ack(message)
-            for row in rows:
-                self._dispatch(row)
-
-        self.store.record(targets, message.topic, message.payload, message.properties, recorded)
+        # Recorded (or parked while the store is full), acknowledged after the commit.
+        self.intake.accept(message, targets)
 
     def _dispatch(self, record: IntakeRecord) -> None:
         with self._dispatch_lock:
@@ -275,6 +279,7 @@ class Agent:
             doc[key] = build()
         if state == "online":
             doc["outbox"] = self.syncer.snapshot()
+            doc["intake"] = {**self.store.intake_stats(), "parked": self.intake.parked}
         return doc
 
 

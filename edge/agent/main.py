@@ -80,49 +80,10 @@ def greengrass_device(env: Mapping[str, str]) -> Any:
 
 
 def _sink_factory(device: Any, results_dir: Path | None) -> Any:
-    """Builds each component's sinks, sharing one boto3 client per service: clients
-    cost megabytes each and a device runs many components."""
-    from edge.sync.sinks import DynamoDBSink, LocalDirSink, S3Sink, Sink
+    """Builds each component's sinks for the device's class (see ``edge.sync.factory``)."""
+    from edge.sync.factory import SinkFactory
 
-    clients: dict[str, Any] = {}
-
-    def client(service: str) -> Any:
-        if service not in clients:
-            from edge.aws.dynamodb import DynamoDBClient
-            from edge.aws.s3 import S3Client
-            from edge.aws.session import make_client, make_session
-
-            cloud = device.cloud
-            session = make_session(cloud.region)
-            endpoint = cloud.s3_endpoint if service == "s3" else cloud.dynamodb_endpoint
-            ca = str(cloud.ca_bundle) if cloud.ca_bundle else None
-            raw = make_client(session, service, endpoint_url=endpoint, ca_bundle=ca)
-            clients[service] = S3Client(raw) if service == "s3" else DynamoDBClient(raw)
-        return clients[service]
-
-    def factory(manifest: Any) -> Mapping[str, Sink]:
-        sinks: dict[str, Sink] = {}
-        if manifest.results.s3 is not None:
-            sinks["s3"] = S3Sink(
-                client("s3"),
-                bucket=manifest.results.s3.bucket,
-                prefix_template=manifest.results.s3.prefix,
-                thing=device.thing_name,
-                component=manifest.name,
-            )
-        if manifest.results.dynamodb is not None:
-            ddb = manifest.results.dynamodb
-            sinks["dynamodb"] = DynamoDBSink(
-                client("dynamodb"),
-                table=ddb.table,
-                partition_key=ddb.partition_key,
-                sort_key=ddb.sort_key,
-            )
-        if results_dir is not None:
-            sinks["local"] = LocalDirSink(results_dir)
-        return sinks
-
-    return factory
+    return SinkFactory(device, results_dir=results_dir)
 
 
 def run(args: argparse.Namespace) -> int:

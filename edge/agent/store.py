@@ -10,10 +10,27 @@ since the last commit in one transaction (group commit): under load one
 fsync covers many messages, and the MQTT acknowledgement of each message is
 sent only from the commit callback. Readers (the sync loop) use their own
 connection; WAL mode lets them read while the writer writes.
+
+Three more duties live here because they must be atomic with those writes:
+
+* **Redelivery.** A message recorded just before a crash whose PUBACK never
+  reached the broker comes back after the reconnect with the DUP flag and its
+  original packet id. ``seen`` remembers a fingerprint of the last
+  ``dedupe_window`` recorded messages; see ``Store.record`` for the rule.
+* **The bound.** The store counts the bytes of pending intake payloads and of
+  outbox rows. Over ``max_bytes`` the ``drop-oldest`` policy deletes the
+  oldest outbox rows in the same transaction that added new ones, and counts
+  them per sink; under ``backpressure`` the store only reports ``full()`` and
+  the agent stops recording (and so acknowledging) new messages.
+* **Sealed batches.** Before the syncer writes rows it seals them into a batch
+  (``batch`` column); after a crash the same rows are written again as the
+  same batch, so an S3 object named after its range is rewritten, never
+  written a second time with a different range.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -26,6 +43,12 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+POLICIES = ("backpressure", "drop-oldest")
+#: How many recorded messages the redelivery check looks back over. Mosquitto hands
+#: out packet ids per client in sequence (1..65535), so inside this window one packet
+#: id belongs to one message.
+DEDUPE_WINDOW = 20_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intake (
@@ -44,9 +67,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     result_id TEXT NOT NULL,
     record TEXT NOT NULL,
     size INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    batch INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox (sink, id);
+CREATE INDEX IF NOT EXISTS outbox_by_lane ON outbox (sink, component, id);
+CREATE TABLE IF NOT EXISTS seen (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    packet_id INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
+    connection TEXT NOT NULL,
+    first_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_by_packet ON seen (packet_id, fingerprint);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -81,6 +114,15 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How the broker delivered a message: what the redelivery check compares."""
+
+    dup: bool = False
+    packet_id: int = 0
+    connection: str = ""  # a token of the broker connection it arrived on
+
+
+@dataclass(frozen=True)
 class _Intake:
     components: Sequence[str]
     topic: str
@@ -88,6 +130,7 @@ class _Intake:
     properties: Mapping[str, str]
     received_at: float
     done: Callable[[list[IntakeRecord]], None]
+    delivery: Delivery
 
 
 @dataclass(frozen=True)
@@ -95,6 +138,16 @@ class _Complete:
     seq: int
     entries: Sequence[OutboxEntry]
     done: Callable[[], None] | None
+
+
+def fingerprint(topic: str, payload: bytes, properties: Mapping[str, str]) -> bytes:
+    """SHA-256 over the topic, the payload and the user properties (order-free)."""
+    h = hashlib.sha256()
+    head = json.dumps([topic, sorted(properties.items())], separators=(",", ":"))
+    h.update(head.encode("utf-8"))
+    h.update(b"\x00")
+    h.update(payload)
+    return h.digest()[:16]
 
 
 def _connect(path: Path, *, fsync: bool) -> sqlite3.Connection:
@@ -107,22 +160,68 @@ def _connect(path: Path, *, fsync: bool) -> sqlite3.Connection:
     return conn
 
 
-class Store:
-    """The intake log and outbox; ``start()`` runs the writer thread."""
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier agent up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    if "batch" not in columns:
+        conn.execute("ALTER TABLE outbox ADD COLUMN batch INTEGER")
 
-    def __init__(self, path: Path, *, fsync: bool = True, max_batch: int = 512) -> None:
+
+class Store:
+    """The intake log and outbox; ``start()`` runs the writer thread.
+
+    ``max_bytes`` bounds intake payloads plus outbox rows (None: unbounded);
+    ``when_full`` is ``backpressure`` or ``drop-oldest``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: bool = True,
+        max_batch: int = 512,
+        max_bytes: int | None = None,
+        when_full: str = "backpressure",
+        dedupe_window: int = DEDUPE_WINDOW,
+    ) -> None:
+        if when_full not in POLICIES:
+            raise ValueError(f"when_full must be one of {POLICIES}, got {when_full!r}")
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._max_batch = max_batch
+        self.max_bytes = max_bytes
+        self.when_full = when_full
+        self._dedupe_window = dedupe_window
         self._conn = _connect(path, fsync=fsync)
         self._conn.executescript(SCHEMA)
+        _migrate(self._conn)
         self._reader = _connect(path, fsync=fsync)
         self._reader_lock = threading.Lock()
         self._ops: queue.SimpleQueue[_Intake | _Complete | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._outbox_listeners: list[Callable[[], None]] = []
+        self._space_listeners: list[Callable[[], None]] = []
         self.commits = 0
+        self.duplicates = 0
+        # Byte accounting, kept in memory (read once at start) so ``full()`` is free.
+        self._bytes_lock = threading.Lock()
+        self._intake_bytes = 0
+        self._outbox_bytes: dict[str, int] = {}
+        self._dropped: dict[str, int] = {}
+        self._load_counters()
+
+    def _load_counters(self) -> None:
+        row = self._conn.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM intake").fetchone()
+        self._intake_bytes = int(row[0])
+        for sink, size in self._conn.execute(
+            "SELECT sink, COALESCE(SUM(size), 0) FROM outbox GROUP BY sink"
+        ):
+            self._outbox_bytes[sink] = int(size)
+        for key, value in self._conn.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'dropped:%'"
+        ):
+            self._dropped[key.split(":", 1)[1]] = int(value)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -142,6 +241,30 @@ class Store:
         """Called (from the writer thread) after a commit added outbox rows."""
         self._outbox_listeners.append(listener)
 
+    def on_space(self, listener: Callable[[], None]) -> None:
+        """Called after rows left the store (synced, dropped or completed intake), from
+        the thread that deleted them."""
+        self._space_listeners.append(listener)
+
+    # -- the bound ---------------------------------------------------------------
+    def used_bytes(self) -> int:
+        """Pending intake payloads plus outbox rows, in bytes."""
+        with self._bytes_lock:
+            return self._intake_bytes + sum(self._outbox_bytes.values())
+
+    def full(self) -> bool:
+        """True when the bound is reached under ``backpressure``: record nothing new."""
+        return (
+            self.when_full == "backpressure"
+            and self.max_bytes is not None
+            and self.used_bytes() >= self.max_bytes
+        )
+
+    def dropped(self) -> dict[str, int]:
+        """Outbox rows deleted unsent by ``drop-oldest``, per sink, since the store was made."""
+        with self._bytes_lock:
+            return dict(self._dropped)
+
     # -- writes (asynchronous, group-committed) --------------------------------
     def record(
         self,
@@ -151,11 +274,24 @@ class Store:
         properties: Mapping[str, str],
         done: Callable[[list[IntakeRecord]], None],
         received_at: float | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         """Queue one trigger message (one intake row per component); ``done`` runs after
-        the commit that made them durable, with the rows and their sequence numbers."""
+        the commit that made them durable, with the rows and their sequence numbers.
+
+        The redelivery rule: ``done`` gets an empty list, and nothing is recorded,
+        only when (1) the broker marked the message DUP, (2) one of the last
+        ``dedupe_window`` recorded messages had the same packet id and the same
+        topic, payload and user properties, and (3) that one arrived on a
+        different broker connection (MQTT resends only after a reconnect). Two
+        identical readings published twice are two messages: the second is not
+        DUP, or has another packet id.
+        """
         self._ops.put(
-            _Intake(components, topic, payload, properties, received_at or time.time(), done)
+            _Intake(
+                components, topic, payload, properties, received_at or time.time(), done,
+                delivery or Delivery(),
+            )
         )
 
     def complete(
@@ -185,15 +321,35 @@ class Store:
             if batch:
                 self._commit(batch)
 
+    def _is_redelivery(self, cur: sqlite3.Cursor, op: _Intake, fp: bytes) -> bool:
+        d = op.delivery
+        if not d.dup or not d.packet_id:
+            return False
+        row = cur.execute(
+            "SELECT connection FROM seen WHERE packet_id = ? AND fingerprint = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (d.packet_id, fp),
+        ).fetchone()
+        return row is not None and row[0] != d.connection
+
     def _commit(self, batch: list[_Intake | _Complete]) -> None:
         callbacks: list[Callable[[], None]] = []
         outbox_added = False
+        intake_delta = 0
+        outbox_delta: dict[str, int] = {}
+        duplicates = 0
+        dropped: dict[str, int] = {}
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             for op in batch:
                 if isinstance(op, _Intake):
-                    rows = []
+                    rows: list[IntakeRecord] = []
+                    fp = fingerprint(op.topic, op.payload, op.properties)
+                    if self._is_redelivery(cur, op, fp):
+                        duplicates += 1
+                        callbacks.append(_bind(op.done, rows))
+                        continue
                     props = json.dumps(dict(op.properties))
                     for component in op.components:
                         cur.execute(
@@ -203,15 +359,25 @@ class Store:
                         )
                         seq = cur.lastrowid
                         assert seq is not None
+                        intake_delta += len(op.payload)
                         rows.append(
                             IntakeRecord(
                                 seq, component, op.topic, op.payload, op.properties,
                                 op.received_at,
                             )
                         )
+                    if op.delivery.packet_id and rows:
+                        cur.execute(
+                            "INSERT INTO seen (packet_id, fingerprint, connection, first_seq)"
+                            " VALUES (?, ?, ?, ?)",
+                            (op.delivery.packet_id, fp, op.delivery.connection, rows[0].seq),
+                        )
                     callbacks.append(_bind(op.done, rows))
                 else:
-                    cur.execute("DELETE FROM intake WHERE seq = ?", (op.seq,))
+                    gone = cur.execute(
+                        "DELETE FROM intake WHERE seq = ? RETURNING LENGTH(payload)", (op.seq,)
+                    ).fetchall()
+                    intake_delta -= sum(int(r[0]) for r in gone)
                     now = time.time()
                     for e in op.entries:
                         cur.execute(
@@ -219,15 +385,31 @@ class Store:
                             " created_at) VALUES (?, ?, ?, ?, ?, ?)",
                             (e.sink, e.component, e.result_id, e.record, len(e.record), now),
                         )
+                        outbox_delta[e.sink] = outbox_delta.get(e.sink, 0) + len(e.record)
                         outbox_added = True
                     if op.done is not None:
                         callbacks.append(op.done)
+            self._prune_seen(cur)
+            if outbox_added and self.when_full == "drop-oldest" and self.max_bytes is not None:
+                dropped = self._drop_oldest(cur, intake_delta, outbox_delta)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
             log.exception("store commit failed; %d operations not recorded", len(batch))
             return
+        with self._bytes_lock:
+            self._intake_bytes += intake_delta
+            for sink, delta in outbox_delta.items():
+                self._outbox_bytes[sink] = self._outbox_bytes.get(sink, 0) + delta
+            for sink, count in dropped.items():
+                self._dropped[sink] = self._dropped.get(sink, 0) + count
         self.commits += 1
+        self.duplicates += duplicates
+        if dropped:
+            log.warning(
+                "outbox over %d bytes: dropped the oldest %s", self.max_bytes,
+                ", ".join(f"{n} {sink}" for sink, n in sorted(dropped.items())),
+            )
         for cb in callbacks:
             try:
                 cb()
@@ -236,6 +418,53 @@ class Store:
         if outbox_added:
             for listener in self._outbox_listeners:
                 listener()
+        if intake_delta < 0 or dropped:
+            self._space_freed()
+
+    def _space_freed(self) -> None:
+        for listener in self._space_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("store space listener failed")
+
+    def _prune_seen(self, cur: sqlite3.Cursor) -> None:
+        row = cur.execute("SELECT MAX(id) FROM seen").fetchone()
+        if row and row[0] is not None and row[0] > self._dedupe_window:
+            cur.execute("DELETE FROM seen WHERE id <= ?", (row[0] - self._dedupe_window,))
+
+    def _drop_oldest(
+        self, cur: sqlite3.Cursor, intake_delta: int, outbox_delta: dict[str, int]
+    ) -> dict[str, int]:
+        """Delete the oldest outbox rows (any sink) until the bound holds; mutates
+        ``outbox_delta`` and returns the count dropped per sink."""
+        assert self.max_bytes is not None
+        with self._bytes_lock:
+            used = self._intake_bytes + sum(self._outbox_bytes.values())
+        used += intake_delta + sum(outbox_delta.values())
+        dropped: dict[str, int] = {}
+        while used > self.max_bytes:
+            rows = cur.execute(
+                "SELECT id, sink, size FROM outbox ORDER BY id LIMIT 256"
+            ).fetchall()
+            if not rows:
+                break
+            ids = []
+            for row_id, sink, size in rows:
+                if used <= self.max_bytes:
+                    break
+                ids.append((row_id,))
+                used -= size
+                outbox_delta[sink] = outbox_delta.get(sink, 0) - size
+                dropped[sink] = dropped.get(sink, 0) + 1
+            cur.executemany("DELETE FROM outbox WHERE id = ?", ids)
+        for sink, count in dropped.items():
+            cur.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                " SET value = CAST(value AS INTEGER) + excluded.value",
+                (f"dropped:{sink}", count),
+            )
+        return dropped
 
     # -- synchronous access (start-up, sync loop, status) ----------------------
     def pending(self) -> list[IntakeRecord]:
@@ -256,20 +485,98 @@ class Store:
                 "UPDATE intake SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
             )
 
-    def outbox_batch(self, sink: str, limit: int) -> list[OutboxRow]:
+    def outbox_batch(self, sink: str, limit: int, component: str | None = None) -> list[OutboxRow]:
+        """The oldest ``limit`` rows for ``sink`` (and ``component``, when given)."""
+        sql = (
+            "SELECT id, sink, component, result_id, record, created_at FROM outbox"
+            " WHERE sink = ?"
+        )
+        args: tuple[Any, ...] = (sink,)
+        if component is not None:
+            sql += " AND component = ?"
+            args += (component,)
         with self._reader_lock:
-            rows = self._reader.execute(
-                "SELECT id, sink, component, result_id, record, created_at FROM outbox"
-                " WHERE sink = ? ORDER BY id LIMIT ?",
-                (sink, limit),
-            ).fetchall()
+            rows = self._reader.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [OutboxRow(*r) for r in rows]
 
+    def seal(
+        self, sink: str, component: str, limit: int, max_bytes: int | None = None
+    ) -> list[OutboxRow]:
+        """The next batch for ``sink`` and ``component``, oldest first.
+
+        A batch sealed earlier and not yet deleted (the process died while
+        writing it) comes back exactly as it was; otherwise up to ``limit``
+        rows (and about ``max_bytes``, but at least one row) are sealed into a
+        new batch first. Writing a batch twice therefore writes the same thing.
+        """
+        select = (
+            "SELECT id, sink, component, result_id, record, created_at, size FROM outbox"
+            " WHERE sink = ? AND component = ?"
+        )
+        with self._reader_lock:
+            sealed = self._reader.execute(
+                "SELECT MIN(batch) FROM outbox WHERE sink = ? AND component = ?"
+                " AND batch IS NOT NULL",
+                (sink, component),
+            ).fetchone()
+            if sealed and sealed[0] is not None:
+                rows = self._reader.execute(
+                    select + " AND batch = ? ORDER BY id", (sink, component, sealed[0])
+                ).fetchall()
+                return [OutboxRow(*r[:6]) for r in rows]
+            rows = self._reader.execute(
+                select + " AND batch IS NULL ORDER BY id LIMIT ?", (sink, component, limit)
+            ).fetchall()
+            if max_bytes is not None:
+                total, keep = 0, 0
+                for r in rows:
+                    if keep and total + r[6] > max_bytes:
+                        break
+                    total += r[6]
+                    keep += 1
+                rows = rows[:keep]
+            if not rows:
+                return []
+            self._reader.execute("BEGIN IMMEDIATE")
+            try:
+                self._reader.executemany(
+                    "UPDATE outbox SET batch = ? WHERE id = ?", [(rows[0][0], r[0]) for r in rows]
+                )
+                self._reader.execute("COMMIT")
+            except Exception:
+                self._reader.execute("ROLLBACK")
+                raise
+        return [OutboxRow(*r[:6]) for r in rows]
+
+    def lanes(self, sink: str) -> list[str]:
+        """The components with rows queued for ``sink``."""
+        with self._reader_lock:
+            rows = self._reader.execute(
+                "SELECT DISTINCT component FROM outbox WHERE sink = ?", (sink,)
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
     def outbox_delete(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        freed: dict[str, int] = {}
         with self._reader_lock:
             self._reader.execute("BEGIN IMMEDIATE")
-            self._reader.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            self._reader.execute("COMMIT")
+            try:
+                for i in ids:
+                    for sink, size in self._reader.execute(
+                        "DELETE FROM outbox WHERE id = ? RETURNING sink, size", (i,)
+                    ).fetchall():
+                        freed[sink] = freed.get(sink, 0) + int(size)
+                self._reader.execute("COMMIT")
+            except Exception:
+                self._reader.execute("ROLLBACK")
+                raise
+        with self._bytes_lock:
+            for sink, size in freed.items():
+                self._outbox_bytes[sink] = self._outbox_bytes.get(sink, 0) - size
+        if freed:
+            self._space_freed()
 
     def outbox_stats(self) -> dict[str, Any]:
         """Backlog per sink: count, bytes and the age of the oldest row."""
@@ -286,6 +593,19 @@ class Store:
                 "oldest_age_s": round(now - oldest, 3) if oldest else 0.0,
             }
             for sink, count, size, oldest in rows
+        }
+
+    def intake_stats(self) -> dict[str, Any]:
+        """Pending intake records, the bytes the store holds against its bound, duplicates."""
+        with self._reader_lock:
+            (count,) = self._reader.execute("SELECT COUNT(*) FROM intake").fetchone()
+        return {
+            "pending": int(count),
+            "used_bytes": self.used_bytes(),
+            "max_bytes": self.max_bytes,
+            "when_full": self.when_full,
+            "full": self.full(),
+            "duplicates": self.duplicates,
         }
 
     def next_seq(self) -> int:

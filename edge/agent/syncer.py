@@ -1,10 +1,18 @@
-"""Drains the outbox into the sinks, one sink at a time, oldest first.
+"""Drains the outbox into the sinks: per sink, per component, oldest first.
 
-A sink that fails (endpoint down, throttled, access denied) backs off on its
-own schedule without holding up the others; rows leave the outbox only after
-their sink accepted them, and every sink write is idempotent on the record's
-deterministic id, so a crash between the write and the delete costs one
-harmless rewrite.
+Each (sink, component) pair is a *lane*. A lane writes sealed batches (see
+``Store.seal``) in outbox order, and the next batch of a lane is sealed only
+once the previous one was accepted, so a component's results reach each sink
+in the order they were produced. A lane that fails (endpoint down, throttled,
+access denied) backs off on its own schedule with full jitter, without holding
+up the other lanes of the same sink or the other sinks. Rows leave the outbox
+only after their sink accepted them, and every sink write is idempotent on
+the records' deterministic ids, so a crash between the write and the delete
+costs one harmless rewrite of the same batch.
+
+Rows of a component that has no sink (it was removed with results still
+queued) stay in the outbox and in the reported backlog; they sync if the
+component comes back.
 """
 
 from __future__ import annotations
@@ -14,14 +22,21 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from edge.agent.store import OutboxRow, Store
+from edge.agent.store import Store
 from edge.errors import CloudError, ValidationError
 from edge.sync.records import ResultRecord
 from edge.sync.retry import Backoff
 from edge.sync.sinks import Sink
 
 log = logging.getLogger(__name__)
+
+#: Rows per batch read from the outbox. DynamoDB writes them 25 per request; the
+#: S3 sink puts each batch's JSON results into one NDJSON object.
+DEFAULT_BATCH = 500
+#: Bytes (of outbox records) per batch, so an NDJSON object stays a sensible size.
+DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -34,6 +49,13 @@ class SinkHealth:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+@dataclass
+class _Lane:
+    failures: int = 0
+    next_attempt: float = 0.0
+    error: str | None = None
+
+
 class Syncer:
     """``sinks`` maps a sink name ("s3", "dynamodb", "local") to {component: Sink}."""
 
@@ -42,14 +64,17 @@ class Syncer:
         store: Store,
         sinks: Mapping[str, Mapping[str, Sink]],
         *,
-        batch: int = 100,
+        batch: int = DEFAULT_BATCH,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
         self._store = store
         self._sinks: dict[str, dict[str, Sink]] = {k: dict(v) for k, v in sinks.items()}
         self._batch = batch
+        self._batch_bytes = batch_bytes
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lanes: dict[tuple[str, str], _Lane] = {}
         self.health = {name: SinkHealth() for name in sinks}
         store.on_outbox(self._wake.set)
 
@@ -73,77 +98,103 @@ class Syncer:
     def wake(self) -> None:
         self._wake.set()
 
+    def _lane(self, name: str, component: str) -> _Lane:
+        return self._lanes.setdefault((name, component), _Lane())
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             busy = False
             now = time.monotonic()
             for name in list(self._sinks):
-                if self.health[name].next_attempt > now:
-                    continue
-                try:
-                    busy |= self.drain_once(name)
-                except Exception:  # a bug in one sink must not stop the others
-                    log.exception("sync to %s failed unexpectedly", name)
-                    self._failed(name, "internal error")
+                for component in list(self._sinks[name]):
+                    if self._lane(name, component).next_attempt > now:
+                        continue
+                    busy |= self._drain_lane(name, component)
             if busy:
                 continue
-            pending = [h.next_attempt for h in self.health.values() if h.next_attempt > now]
+            pending = [lane.next_attempt for lane in self._lanes.values()]
+            pending = [t for t in pending if t > now]
             timeout = max(0.05, min(pending) - time.monotonic()) if pending else 5.0
             self._wake.wait(timeout)
 
     def drain_once(self, name: str) -> bool:
-        """Write one batch to sink ``name``; True if rows were written."""
-        rows = self._store.outbox_batch(name, self._batch)
-        if not rows:
-            return False
-        by_component: dict[str, list[OutboxRow]] = {}
-        for row in rows:
-            by_component.setdefault(row.component, []).append(row)
+        """Write one batch per component lane of sink ``name``; True if rows were written."""
         wrote = False
-        for component, group in by_component.items():
-            sink = self._sinks[name].get(component)
-            if sink is None:
-                # The component was removed with results still queued: keep them;
-                # they sync if it comes back, and the backlog stays visible.
-                continue
-            records = []
-            for row in group:
+        for component in list(self._sinks.get(name, {})):
+            wrote |= self._drain_lane(name, component)
+        return wrote
+
+    def _drain_lane(self, name: str, component: str) -> bool:
+        sink = self._sinks[name].get(component)
+        if sink is None:
+            return False
+        try:
+            rows = self._store.seal(name, component, self._batch, self._batch_bytes)
+            if not rows:
+                return False
+            records: list[ResultRecord] = []
+            ids: list[int] = []
+            for row in rows:
                 try:
                     records.append(ResultRecord.from_json(row.record))
+                    ids.append(row.id)
                 except ValidationError:
                     log.error("dropping unreadable outbox row %d for %s", row.id, name)
                     self._store.outbox_delete([row.id])
-            try:
+            if records:
                 sink.write(records)
-            except CloudError as exc:
-                self._failed(name, str(exc))
-                return wrote
-            self._store.outbox_delete([r.id for r in group])
-            health = self.health[name]
-            health.last_success = time.time()
+            self._store.outbox_delete(ids)
+        except CloudError as exc:
+            self._failed(name, component, str(exc))
+            return False
+        except Exception:  # a bug in one sink must not stop the others
+            log.exception("sync of %s to %s failed unexpectedly", component, name)
+            self._failed(name, component, "internal error")
+            return False
+        self._succeeded(name, component, len(records))
+        return bool(records)
+
+    def _succeeded(self, name: str, component: str, count: int) -> None:
+        lane = self._lane(name, component)
+        lane.failures, lane.next_attempt, lane.error = 0, 0.0, None
+        health = self.health[name]
+        health.last_success = time.time()
+        health.written += count
+        if not any(
+            lane.error for (sink, _), lane in self._lanes.items() if sink == name
+        ):
             health.last_error = None
             health.failures = 0
-            health.written += len(group)
+            health.next_attempt = 0.0
             health.backoff.reset()
-            wrote = True
-        return wrote
 
-    def _failed(self, name: str, error: str) -> None:
+    def _failed(self, name: str, component: str, error: str) -> None:
+        lane = self._lane(name, component)
+        lane.failures += 1
+        lane.error = error
         health = self.health[name]
         health.failures += 1
         health.last_error = error
-        delay = health.backoff.next_delay(health.failures)
-        health.next_attempt = time.monotonic() + delay
-        log.warning("sync to %s failed (%s); retrying in %.1fs", name, error, delay)
+        delay = health.backoff.next_delay(lane.failures - 1)
+        lane.next_attempt = time.monotonic() + delay
+        health.next_attempt = lane.next_attempt
+        log.warning(
+            "sync of %s to %s failed (%s); retrying in %.1fs", component, name, error, delay
+        )
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, Any]:
+        """Per sink: backlog (records, bytes, oldest_age_s), written, dropped, last
+        success and last error (None once every lane of the sink is healthy again)."""
         stats = self._store.outbox_stats()
-        out: dict[str, object] = {}
-        for name, health in self.health.items():
+        dropped = self._store.dropped()
+        out: dict[str, Any] = {}
+        for name in sorted(set(self.health) | set(stats) | set(dropped)):
+            health = self.health.get(name, SinkHealth())
             out[name] = {
                 **stats.get(name, {"records": 0, "bytes": 0, "oldest_age_s": 0.0}),
                 "written": health.written,
+                "dropped": dropped.get(name, 0),
                 "last_success": health.last_success,
                 "last_error": health.last_error,
             }

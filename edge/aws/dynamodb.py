@@ -273,6 +273,35 @@ class DynamoDBClient:
             )
 
 
+def import_line(item: Mapping[str, Any]) -> bytes:
+    """One line of a DynamoDB JSON import file: ``{"Item": {...}}`` with typed values.
+
+    Binary values are base64 text, as the import format wants; numbers are
+    strings, as on the wire.
+    """
+    import json
+
+    from boto3.dynamodb.types import TypeSerializer
+
+    ser = TypeSerializer()
+    typed = {str(k): _jsonable(ser.serialize(to_dynamodb_value(v))) for k, v in item.items()}
+    return json.dumps({"Item": typed}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _jsonable(value: Any) -> Any:
+    import base64
+
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "value") and type(value).__name__ == "Binary":
+        return base64.b64encode(bytes(value.value)).decode("ascii")
+    return value
+
+
 def _plain(value: Any) -> Any:
     """Undo boto3's ``Binary`` wrapper (recursively) so callers see ``bytes``."""
     from boto3.dynamodb.types import Binary

@@ -9,6 +9,7 @@ to a ``Stubber``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,49 @@ class S3Client:
             )
         except Exception as exc:
             raise translate(exc, operation="PutObject", resource=s3_uri(bucket, key)) from exc
+
+    def put_object_multipart(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        part_size: int = 8 * 1024 * 1024,
+    ) -> None:
+        """Write a large ``body`` at ``key`` in parts of ``part_size`` bytes.
+
+        A failed upload is aborted so no parts linger (and cost) in the bucket;
+        completing it replaces the object as a plain put would.
+        """
+        resource = s3_uri(bucket, key)
+        try:
+            upload = self._client.create_multipart_upload(
+                Bucket=bucket, Key=key, ContentType=content_type, Metadata=dict(metadata or {})
+            )
+        except Exception as exc:
+            raise translate(exc, operation="CreateMultipartUpload", resource=resource) from exc
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(body), part_size), start=1):
+                answer = self._client.upload_part(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body[start : start + part_size],
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            self._client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except Exception as exc:
+            # The first error is the one to report; a failed abort changes nothing.
+            with contextlib.suppress(Exception):
+                self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise translate(exc, operation="UploadPart", resource=resource) from exc
 
     def get_object(self, bucket: str, key: str) -> bytes:
         """Return the object's bytes (the read is bounded by the client's read timeout)."""

@@ -37,19 +37,27 @@ def make_session(region: str, *, profile: str | None = None) -> boto3.session.Se
 
 
 def client_config(
-    *, connect_timeout: float = 5, read_timeout: float = 15, max_attempts: int = 2
+    *,
+    connect_timeout: float = 5,
+    read_timeout: float = 15,
+    max_attempts: int = 2,
+    s3_path_style: bool = False,
 ) -> botocore.config.Config:
     """Return the client config every edge client uses: bounded timeouts, few retries.
 
     ``standard`` retry mode is used because it retries throttling and transient
     5xx the same way across services; ``max_attempts`` counts the first call.
+    ``s3_path_style`` puts the bucket in the path (``https://box:8443/bucket/key``),
+    which S3-compatible endpoints such as a Snowball Edge's need.
     """
     import botocore.config
 
+    extra: dict[str, Any] = {"s3": {"addressing_style": "path"}} if s3_path_style else {}
     return botocore.config.Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"max_attempts": max_attempts, "mode": "standard"},
+        **extra,
     )
 
 

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 # DynamoDB items are limited to 400 KB; leave room for the other attributes.
 MAX_INLINE_RESULT = 300 * 1024
 PREFIX_FIELDS = frozenset({"thing", "component", "date", "hour"})
+S3_LAYOUTS = ("ndjson", "object")
+NDJSON_CONTENT_TYPE = "application/x-ndjson"
+#: Objects larger than this go up in parts (S3 needs parts of at least 5 MiB but the last).
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+PART_SIZE = 8 * 1024 * 1024
 
 
 class Sink(Protocol):
@@ -95,14 +100,23 @@ def _metadata_value(value: str) -> str:
 
 
 class S3Sink:
-    """One S3 object per record at ``<prefix><result_id>.json`` (or ``.bin``).
+    """Results as S3 objects under a prefix rendered per record.
+
+    ``layout="object"``: one object per record at ``<prefix><result_id>.json``
+    (or ``.bin``). ``layout="ndjson"`` (what the agent uses): the JSON results
+    of one ``write`` call become one newline-delimited JSON object per prefix,
+    ``<prefix><first seq>-<last seq>-<first result id[:8]>.ndjson``, one line
+    per result (see ``ndjson_line``); binary results keep one object each.
+    The key is a function of the records written together, and the syncer
+    always writes the same sealed batch together, so a retried upload
+    rewrites the same object. Bodies over ``multipart_threshold`` bytes go up
+    as a multipart upload.
 
     The prefix template may use ``{thing}``, ``{component}``, ``{date}``
     (``YYYY-MM-DD``) and ``{hour}`` (``HH``); the date and hour are those of
-    the record's ``received_at`` in UTC, never of the upload, so a record
-    re-sent days later lands on the same key. ``_objects`` is the layout
-    step: batching records into NDJSON objects named by their seq range is a
-    different ``_objects``, the write loop stays.
+    the record's ``received_at`` in UTC (for a batch, of its first record in
+    that prefix), never of the upload, so a record re-sent days later lands on
+    the same key.
     """
 
     name = "s3"
@@ -116,8 +130,20 @@ class S3Sink:
         thing: str,
         component: str,
         clock: Callable[[], float] = time.time,
+        layout: str = "object",
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
     ) -> None:
         validate_prefix(prefix_template)
+        if layout not in S3_LAYOUTS:
+            raise ValidationError(
+                f"unknown S3 layout {layout!r}; use one of {', '.join(S3_LAYOUTS)}",
+                field="results.s3.layout",
+                value=layout,
+            )
+        self.layout = layout
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
         self._s3 = s3
         self.bucket = bucket
         self.prefix_template = prefix_template
@@ -141,31 +167,95 @@ class S3Sink:
     def key_for(self, record: ResultRecord) -> str:
         return f"{self.prefix_for(record)}{record.result_id}{_suffix(record)}"
 
+    def _object_for(self, record: ResultRecord) -> S3Object:
+        return S3Object(
+            key=self.key_for(record),
+            body=record.body,
+            content_type=record.content_type,
+            metadata={
+                "device": _metadata_value(record.device),
+                "component": _metadata_value(record.component),
+                "topic": _metadata_value(record.topic),
+                "request-id": record.request_id,
+                "kind": record.kind,
+                "seq": str(record.seq),
+            },
+        )
+
     def _objects(self, records: Sequence[ResultRecord]) -> Iterator[S3Object]:
+        if self.layout == "object":
+            yield from (self._object_for(r) for r in records)
+            return
+        batches: dict[str, list[ResultRecord]] = {}
         for record in records:
+            if record.is_binary:
+                yield self._object_for(record)
+            else:
+                batches.setdefault(self.prefix_for(record), []).append(record)
+        for prefix, group in batches.items():
             yield S3Object(
-                key=self.key_for(record),
-                body=record.body,
-                content_type=record.content_type,
+                key=ndjson_key(prefix, group),
+                body=b"".join(ndjson_line(r) for r in group),
+                content_type=NDJSON_CONTENT_TYPE,
                 metadata={
-                    "device": _metadata_value(record.device),
-                    "component": _metadata_value(record.component),
-                    "topic": _metadata_value(record.topic),
-                    "request-id": record.request_id,
-                    "kind": record.kind,
-                    "seq": str(record.seq),
+                    "device": _metadata_value(group[0].device),
+                    "component": _metadata_value(group[0].component),
+                    "records": str(len(group)),
+                    "first-seq": str(group[0].seq),
+                    "last-seq": str(group[-1].seq),
                 },
             )
 
     def write(self, records: Sequence[ResultRecord]) -> None:
         for obj in self._objects(records):
-            self._s3.put_object(
-                self.bucket,
-                obj.key,
-                obj.body,
-                content_type=obj.content_type,
-                metadata=obj.metadata,
-            )
+            if len(obj.body) > self.multipart_threshold:
+                self._s3.put_object_multipart(
+                    self.bucket,
+                    obj.key,
+                    obj.body,
+                    content_type=obj.content_type,
+                    metadata=obj.metadata,
+                    part_size=self.part_size,
+                )
+            else:
+                self._s3.put_object(
+                    self.bucket,
+                    obj.key,
+                    obj.body,
+                    content_type=obj.content_type,
+                    metadata=obj.metadata,
+                )
+
+
+def ndjson_key(prefix: str, records: Sequence[ResultRecord]) -> str:
+    """``<prefix><first seq>-<last seq>-<first result id[:8]>.ndjson``: the range the
+    object holds (the result id carries the data dir's epoch, so a wiped device
+    starting its sequence again does not overwrite its earlier objects)."""
+    first, last = records[0], records[-1]
+    return f"{prefix}{first.seq:012d}-{last.seq:012d}-{first.result_id[:8]}.ndjson"
+
+
+def ndjson_line(record: ResultRecord) -> bytes:
+    """One line of a batched S3 object: the result's metadata and its value."""
+    try:
+        result: Any = json.loads(record.body)
+    except ValueError:
+        result = record.body.decode("utf-8", "replace")
+    line = {
+        "result_id": record.result_id,
+        "seq": record.seq,
+        "request_id": record.request_id,
+        "device": record.device,
+        "thing": record.thing,
+        "component": record.component,
+        "component_version": record.component_version,
+        "topic": record.topic,
+        "received_at": iso8601(record.received_at),
+        "finished_at": iso8601(record.finished_at),
+        "kind": record.kind,
+        "result": result,
+    }
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
 
 
 # -- DynamoDB -------------------------------------------------------------------------------
@@ -203,11 +293,13 @@ class DynamoDBSink:
         table: str,
         partition_key: str = "pk",
         sort_key: str = "sk",
+        conditional: bool = False,
     ) -> None:
         self._ddb = ddb
         self.table = table
         self.partition_key = partition_key
         self.sort_key = sort_key
+        self.conditional = conditional
 
     def item_for(self, record: ResultRecord) -> dict[str, Any]:
         """The item written for ``record`` (plain values; the client serializes them)."""
@@ -237,10 +329,74 @@ class DynamoDBSink:
     def write(self, records: Sequence[ResultRecord]) -> None:
         if not records:
             return
+        if self.conditional:
+            # First write wins: BatchWriteItem cannot carry a condition, so one
+            # conditional PutItem per record; "already there" counts as written.
+            for record in records:
+                self._ddb.put_item(
+                    self.table,
+                    self.item_for(record),
+                    condition_new=True,
+                    partition_key=self.partition_key,
+                )
+            return
         self._ddb.batch_put(
             self.table,
             [self.item_for(r) for r in records],
             key=(self.partition_key, self.sort_key),
+        )
+
+
+class DynamoDBImportSink:
+    """DynamoDB results kept in S3 for a later import (a Snowball Edge has no DynamoDB).
+
+    Each ``write`` puts one object, ``import/dynamodb/<table>/<thing>/<component>/
+    <first seq>-<last seq>-<first result id[:8]>.json``, in DynamoDB JSON, one
+    ``{"Item": {...}}`` per line: the format DynamoDB's ImportTable reads. The
+    items are exactly what ``DynamoDBSink`` would have written, so an import
+    and a direct write agree; the key is deterministic like ``S3Sink``'s
+    batches, so a retry rewrites the same object.
+    """
+
+    name = "dynamodb"
+
+    def __init__(
+        self,
+        s3: S3Client,
+        *,
+        bucket: str,
+        table: str,
+        thing: str,
+        component: str,
+        partition_key: str = "pk",
+        sort_key: str = "sk",
+    ) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+        self.table = table
+        self.prefix = f"import/dynamodb/{table}/{thing}/{component}/"
+        self._items = DynamoDBSink(
+            None,  # type: ignore[arg-type]  # only item_for is used
+            table=table,
+            partition_key=partition_key,
+            sort_key=sort_key,
+        )
+
+    def key_for(self, records: Sequence[ResultRecord]) -> str:
+        return ndjson_key(self.prefix, records)[: -len(".ndjson")] + ".json"
+
+    def write(self, records: Sequence[ResultRecord]) -> None:
+        from edge.aws.dynamodb import import_line
+
+        if not records:
+            return
+        body = b"".join(import_line(self._items.item_for(r)) for r in records)
+        self._s3.put_object(
+            self.bucket,
+            self.key_for(records),
+            body,
+            content_type=JSON_CONTENT_TYPE,
+            metadata={"table": self.table, "records": str(len(records))},
         )
 
 
@@ -414,6 +570,7 @@ def build_sinks(
 __all__ = [
     "BINARY_CONTENT_TYPE",
     "JSON_CONTENT_TYPE",
+    "DynamoDBImportSink",
     "DynamoDBSink",
     "LocalDirSink",
     "S3Object",

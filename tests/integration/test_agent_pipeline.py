@@ -59,12 +59,13 @@ def test_results_reach_output_topic_dynamodb_and_s3(
     assert all(i["device"] == "dev1" and i["kind"] == "result" for i in items)
     assert {i["topic"] for i in items} == {f"in/echo/s{i}" for i in range(5)}
 
-    keys = _wait_for(lambda: s3_client.list_keys(bucket), 5)
-    assert len(keys) == 5
-    assert all(k.startswith("echo/dev1/") and k.endswith(".json") for k in keys)
-    assert {k.rsplit("/", 1)[1][:-5] for k in keys} == {i["result_id"] for i in items}
-    stored = json.loads(s3_client.get_object(bucket, keys[0]))
-    assert set(stored) == {"echo", "subject", "request_id", "fn"}
+    # JSON results are batched into NDJSON objects named after the seq range they hold.
+    lines = _wait_for(lambda: _ndjson_lines(s3_client, bucket), 5)
+    assert len(lines) == 5
+    assert {line["result_id"] for line in lines} == {i["result_id"] for i in items}
+    assert all(k.startswith("echo/dev1/") and k.endswith(".ndjson")
+               for k in s3_client.list_keys(bucket))
+    assert set(lines[0]["result"]) == {"echo", "subject", "request_id", "fn"}
     assert agent.alive()
 
 
@@ -189,6 +190,14 @@ def test_binary_trigger_and_binary_result(
     assert out[0].payload == bytes(range(256))[::-1]
     files = _wait_for(lambda: agent.local_results(), 1)
     assert files[0].suffix == ".bin" and files[0].read_bytes() == bytes(range(256))[::-1]
+
+
+def _ndjson_lines(s3_client: Any, bucket: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for key in s3_client.list_keys(bucket)
+        for line in s3_client.get_object(bucket, key).splitlines()
+    ]
 
 
 def _wait_for(read: Any, n: int, timeout: float = 20.0) -> list[Any]:
