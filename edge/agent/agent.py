@@ -53,6 +53,7 @@ class Agent:
         sink_factory: SinkFactory,
         fsync: bool = True,
         heartbeat: float = 30.0,
+        sync_retry_max: float = 30.0,
     ) -> None:
         self.device = device
         self.thing = device.thing_name
@@ -83,7 +84,7 @@ class Agent:
         #: More sections of the status document (the deployer adds ``deployment``).
         self.status_extras: dict[str, Callable[[], Any]] = {}
         self._subscribed: set[str] = set()
-        self.syncer = Syncer(self.store, {})
+        self.syncer = Syncer(self.store, {}, retry_max=sync_retry_max)
         self.status = StatusReporter(bus, self.thing, self.status_doc, heartbeat=heartbeat)
         for manifest in components:
             self._install(manifest)

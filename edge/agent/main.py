@@ -46,6 +46,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "process: survives a crash of the agent but not of the machine",
     )
     p.add_argument("--heartbeat", type=float, default=30.0, help="status heartbeat, seconds")
+    p.add_argument(
+        "--sync-retry-max", type=float, default=30.0, metavar="SECONDS",
+        help="longest wait between attempts to reach a failing sink (full jitter; default 30)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     args = p.parse_args(argv)
@@ -132,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         sink_factory=_sink_factory(device, args.results_dir),
         fsync=args.durability == "power",
         heartbeat=args.heartbeat,
+        sync_retry_max=args.sync_retry_max,
     )
     deployer = None
     if not args.greengrass:

@@ -66,6 +66,7 @@ class Syncer:
         *,
         batch: int = DEFAULT_BATCH,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
+        retry_max: float = 30.0,
     ) -> None:
         self._store = store
         self._sinks: dict[str, dict[str, Sink]] = {k: dict(v) for k, v in sinks.items()}
@@ -75,15 +76,20 @@ class Syncer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lanes: dict[tuple[str, str], _Lane] = {}
-        self.health = {name: SinkHealth() for name in sinks}
+        self._retry_max = retry_max
+        self.health = {name: self._new_health() for name in sinks}
         store.on_outbox(self._wake.set)
 
     def set_sinks(self, component: str, sinks: Mapping[str, Sink]) -> None:
         """Route ``component``'s queued results to ``sinks`` (by sink name) from now on."""
         for name, sink in sinks.items():
             self._sinks.setdefault(name, {})[component] = sink
-            self.health.setdefault(name, SinkHealth())
+            if name not in self.health:
+                self.health[name] = self._new_health()
         self._wake.set()
+
+    def _new_health(self) -> SinkHealth:
+        return SinkHealth(backoff=Backoff(base=min(0.5, self._retry_max), cap=self._retry_max))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="syncer", daemon=True)
