@@ -28,6 +28,7 @@ from typing import Any
 from edge import __version__
 from edge.agent.component import ComponentRunner, Finished
 from edge.agent.intake import Intake
+from edge.agent.services import RuntimeOptions, RuntimeServices
 from edge.agent.status import SCHEMA_VERSION, StatusReporter
 from edge.agent.store import IntakeRecord, OutboxEntry, Store
 from edge.agent.syncer import Syncer
@@ -54,6 +55,7 @@ class Agent:
         fsync: bool = True,
         heartbeat: float = 30.0,
         sync_retry_max: float = 30.0,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
         self.device = device
         self.thing = device.thing_name
@@ -86,6 +88,11 @@ class Agent:
         self._subscribed: set[str] = set()
         self.syncer = Syncer(self.store, {}, retry_max=sync_retry_max)
         self.status = StatusReporter(bus, self.thing, self.status_doc, heartbeat=heartbeat)
+        # Function logs, memory slots, continuations, the Greengrass v1 daemon.
+        self.services = RuntimeServices(
+            data_dir=data_dir, store=self.store, bus=bus, dispatch=self._dispatch,
+            runner_for=self.runners.get, options=runtime,
+        )
         for manifest in components:
             self._install(manifest)
 
@@ -93,12 +100,15 @@ class Agent:
     def start(self) -> None:
         self.store.start()
         self.syncer.start()
+        self.services.start()
         with self._lock:
-            for runner in self.runners.values():
-                runner.start()
-            # Whatever a crash left recorded but unfinished runs again first, in order.
+            # Whatever a crash left recorded but unfinished runs again first, in order
+            # (queued before the runners start, so a continuation is known before the
+            # re-run of the invocation that asked for it can ask again).
             for record in self.store.pending():
                 self._dispatch(record)
+            for runner in self.runners.values():
+                runner.start()
             self._accepting.set()
             self._resubscribe()
         self.status.start()
@@ -111,6 +121,7 @@ class Agent:
             runners = list(self.runners.values())
         for runner in runners:
             runner.stop(runner.manifest.limits.timeout + 2.0)
+        self.services.stop()
         self.store.close()
         self.syncer.stop()
         self.status.stop()
@@ -129,7 +140,10 @@ class Agent:
                 # A folder that survives restarts and redeployments, for handlers that
                 # keep state (window aggregates, cursors).
                 "EDGE_STATE_DIR": str(self._state_dir(manifest.name)),
+                **self.services.environment(manifest),
             },
+            on_state_change=lambda _runner, _state: self.status.changed(),
+            **self.services.runner_hooks(manifest),
         )
         sinks = dict(self._sink_factory(manifest))
         self.syncer.set_sinks(manifest.name, sinks)
@@ -158,11 +172,11 @@ class Agent:
             with self._dispatch_lock:
                 runner = self._install(manifest)
                 if self._accepting.is_set():
-                    runner.start()
                     for record in self.store.pending():
                         if record.component == manifest.name:
                             runner.submit(record)
                             self._dispatch_floor[manifest.name] = record.seq
+                    runner.start()
             if self._accepting.is_set():
                 self._resubscribe()
         self.status.changed()

@@ -1,0 +1,1 @@
+"""What ``greengrasssdk`` imports from the Greengrass v1 core (edgectl's implementation)."""
