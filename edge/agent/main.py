@@ -50,6 +50,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sync-retry-max", type=float, default=30.0, metavar="SECONDS",
         help="longest wait between attempts to reach a failing sink (full jitter; default 30)",
     )
+    p.add_argument(
+        "--log-dir", type=Path,
+        help="per-component function log files (default: DATA_DIR/logs)",
+    )
+    p.add_argument(
+        "--function-log-bytes", type=int, default=1 << 20, metavar="BYTES",
+        help="rotate a component's function log file at this size (default 1 MiB)",
+    )
+    p.add_argument(
+        "--function-log-total", type=int, default=10 << 20, metavar="BYTES",
+        help="cap on one component's function log files together (default 10 MiB)",
+    )
+    p.add_argument(
+        "--ggv1-port", type=int, default=0, metavar="PORT",
+        help="loopback port of the Greengrass v1 daemon contract (default: any free one)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     args = p.parse_args(argv)
@@ -93,6 +109,7 @@ def _sink_factory(device: Any, results_dir: Path | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from edge.agent import logs
     from edge.agent.agent import Agent
+    from edge.agent.services import RuntimeOptions
     from edge.agent.status import offline_will, status_topic
     from edge.model.component import load_component
     from edge.model.device import BrokerConfig, load_device
@@ -137,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
         fsync=args.durability == "power",
         heartbeat=args.heartbeat,
         sync_retry_max=args.sync_retry_max,
+        runtime=RuntimeOptions(
+            log_dir=args.log_dir,
+            log_file_bytes=args.function_log_bytes,
+            log_total_bytes=args.function_log_total,
+            ggv1_port=args.ggv1_port,
+        ),
     )
     deployer = None
     if not args.greengrass:
