@@ -51,6 +51,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="longest wait between attempts to reach a failing sink (full jitter; default 30)",
     )
     p.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics on http://BIND:PORT/metrics (off by default)",
+    )
+    p.add_argument(
+        "--metrics-bind", default="127.0.0.1", metavar="ADDRESS",
+        help="address of the metrics endpoint (default: loopback only)",
+    )
+    p.add_argument(
         "--log-dir", type=Path,
         help="per-component function log files (default: DATA_DIR/logs)",
     )
@@ -161,6 +169,12 @@ def run(args: argparse.Namespace) -> int:
             ggv1_port=args.ggv1_port,
         ),
     )
+    from edge.agent.observe import Observability
+
+    observe = Observability(
+        agent, bus, data_dir=data_dir, metrics_port=args.metrics_port,
+        metrics_bind=args.metrics_bind,
+    )
     deployer = None
     if not args.greengrass:
         from edge.agent.deploy_host import attach_deployer
@@ -187,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
         len(components), "greengrass-ipc" if args.greengrass else bus.address.url,
         extra={"stream": "agent"},
     )
+    observe.start()
     stop.wait()
+    observe.stop()
     if deployer is not None:
         deployer.stop()
     agent.stop()
