@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.mosquitto",
     "tests.harness.moto",
     "tests.harness.agent",
+    "tests.harness.deploy",
 ]

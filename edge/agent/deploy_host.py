@@ -125,6 +125,9 @@ def attach_deployer(agent: Agent, bus: Bus, device: DeviceConfig, data_dir: Path
         download.connect(timeout=10)
         return download
 
+    import os
+
+    stall = float(os.environ.get("EDGE_ARTIFACT_TIMEOUT", "30"))
     deployer = Deployer(
         thing=agent.thing,
         host=AgentHost(agent),
@@ -132,6 +135,7 @@ def attach_deployer(agent: Agent, bus: Bus, device: DeviceConfig, data_dir: Path
         data_dir=data_dir,
         verify=check_signature,
         connect_download=connect_download,
+        stall_timeout=stall,
         s3_url=_s3_presigner(device),
     )
     agent.status_extras["deployment"] = deployer.report_json

@@ -200,6 +200,7 @@ class Deployer:
         data_dir: Path,
         verify: Callable[[Any, str], None],
         connect_download: Callable[[], Bus],
+        stall_timeout: float = 30.0,
         http: HttpFetcher | None = None,
         s3_url: Callable[[str, str], str] | None = None,
         pause: Callable[[str], None] | None = None,
@@ -213,8 +214,8 @@ class Deployer:
         self._releases = data_dir / "releases"
         self._state_path = self._root / "state.json"
         self._verify = verify
-        self._chunks = BrokerChunkFetcher(connect_download)
-        self._http = http or HttpFetcher()
+        self._chunks = BrokerChunkFetcher(connect_download, stall_timeout=stall_timeout)
+        self._http = http or HttpFetcher(timeout=stall_timeout)
         self._s3_url = s3_url
         self._pause = pause or pause_from_env(notify=self._notify_paused)
         self._clock = clock

@@ -501,7 +501,13 @@ class Executor:
             if failures >= plan.max_failures:
                 halted = True
         if failures:
-            self._restore(plan, outcomes, revert_succeeded=halted)
+            reverted = self._restore(plan, outcomes, revert_succeeded=halted)
+            for name, ok in reverted.items():
+                outcomes[name] = replace(
+                    outcomes[name], state="REVERTED" if ok else "REVERT_FAILED",
+                    reason="rollout halted; previous state restored" if ok
+                    else "rollout halted; restoring the previous state failed",
+                )  # fmt: skip
         ordered = tuple(outcomes[n] for b in plan.batches for n in b)
         return RolloutResult(plan.rollout_id, ordered, halted, time.monotonic() - started)
 
@@ -522,7 +528,7 @@ class Executor:
 
     def _restore(
         self, plan: RolloutPlan, outcomes: Mapping[str, DeviceOutcome], *, revert_succeeded: bool
-    ) -> None:
+    ) -> dict[str, bool]:
         """Keep desired == running: a device that failed (or, when the rollout halts, every
         device already sent this rollout) gets its previous state back as desired."""
         waiting: dict[str, DesiredState] = {}
@@ -542,12 +548,15 @@ class Executor:
             if outcome.state == "SUCCEEDED":
                 waiting[device_plan.thing] = back
                 self.on_device(name, "REVERTING", "rollout halted")
+        reverted: dict[str, bool] = {}
         if waiting:
             finals = self.channel.wait_final(waiting, time.monotonic() + plan.timeout)
             for thing, report in finals.items():
                 name = next(n for n, p in plan.devices.items() if p.thing == thing)
-                state = "REVERTED" if report and report.state == "SUCCEEDED" else "REVERT_FAILED"
+                reverted[name] = report is not None and report.state == "SUCCEEDED"
+                state = "REVERTED" if reverted[name] else "REVERT_FAILED"
                 self.on_device(name, state, report.reason if report else "no answer")
+        return reverted
 
     # -- artifacts --------------------------------------------------------------------------
     def upload(self, artifact: LocalArtifact) -> None:
@@ -733,7 +742,8 @@ def run_direct(
             restore_previous=request.rollback, current=current, reports=reports,
             strategy=request.strategy, batch=request.batch, canary=request.canary,
             max_failures=request.max_failures, health_window=window,
-            timeout=request.timeout + (window or 10.0), uploaded=uploaded,
+            timeout=request.timeout + (window if window is not None else 10.0),
+            uploaded=uploaded,
         )  # fmt: skip
         if request.dry_run:
             return plan, None

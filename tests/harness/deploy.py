@@ -68,6 +68,7 @@ class Project:
         # Run from the project's device file, not the harness's own copy.
         runner.config = self.root / "devices" / f"{name}.yaml"
         runner.args[1] = str(runner.config)
+        runner.env["EDGE_ARTIFACT_TIMEOUT"] = "3"  # a stalled transfer fails fast in tests
         runner.env.update(env or {})
         self.agents.append(runner)
         return runner
@@ -100,7 +101,10 @@ def served(probe: Probe, name: str, n: int, timeout: float = 15.0) -> list[dict[
     return [json.loads(m.payload) for m in msgs]
 
 
-def report_of(probe: Probe, thing: str) -> Callable[[Callable[[dict[str, Any]], bool]], dict[str, Any]]:
+Waiter = Callable[[Callable[[dict[str, Any]], bool]], dict[str, Any]]
+
+
+def report_of(probe: Probe, thing: str) -> Waiter:
     def wait(pred: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
         topic = f"edge/{thing}/deployment"
         found: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.harness.agent import Probe
-from tests.harness.deploy import Project, project, report_of, served  # noqa: F401
+from tests.harness.deploy import Project, served
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from tests.harness.agent import Probe
-from tests.harness.deploy import Project, project, served  # noqa: F401
+from tests.harness.deploy import Project, served
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_broken_version_is_rolled_back_while_events_flow(
     last = [json.loads(m.payload) for m in probe.on("out/echo")][-1]
     assert last["version"] == "1.0.0"
     report = json.loads(
-        [m for m in probe.on("edge/dev1/deployment")][-1].payload
+        probe.on("edge/dev1/deployment")[-1].payload
     )
     assert report["running"]["echo"]["version"] == "1.0.0"
     assert agent.alive()

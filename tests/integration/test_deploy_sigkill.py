@@ -14,7 +14,7 @@ import pytest
 from edge.deploy.direct import BrokerAccess, DirectRequest, run_direct
 from edge.model.device import load_inventory
 from tests.harness.agent import Probe
-from tests.harness.deploy import Project, project, report_of, served  # noqa: F401
+from tests.harness.deploy import Project, served
 
 pytestmark = pytest.mark.integration
 
