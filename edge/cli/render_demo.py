@@ -32,17 +32,19 @@ def demo_result(console: Console, result: DemoResult) -> None:
             str(item.get("pk")), str(item.get("sk")), str(item.get("request_id")),
             _short(item.get("result")),
         )
-    console.print(items)
+    if result.items:
+        console.print(items)
 
     objects = Table(title=f"S3: {len(result.objects)} object(s)", title_justify="left")
     for col in ("key", "content"):
         objects.add_column(col)
     for obj in result.objects:
         objects.add_row(f"s3://{obj['bucket']}/{obj['key']}", _short(obj["content"], 50))
-    console.print(objects)
+    if result.objects:
+        console.print(objects)
     if result.errors:
         console.print(f"[yellow]{len(result.errors)} error record(s) on the errors topic[/]")
     console.print(
-        f"[green]demo finished in {result.elapsed_s:.1f}s[/]: every result was published, "
-        "written to DynamoDB and S3; everything started was stopped."
+        f"[green]demo finished in {result.elapsed_s:.1f}s[/]: every result was published "
+        "and reached the sinks its manifest names; everything started was stopped."
     )

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from edge.local.broker import LocalBroker
 from edge.local.cloud import LocalCloud
 from edge.model.component import ComponentManifest, load_component
 from edge.model.device import load_device
+from edge.model.topics import render
 from edge.mqtt.bus import Message
 from edge.mqtt.paho_bus import BrokerAddress, PahoBus
 
@@ -112,18 +113,37 @@ class AgentProcess:
 def run_demo(
     root: Path,
     *,
-    component: str = "components/hello",
+    component: str | Sequence[str] = "components/hello",
     device: str = "devices/local.yaml",
     timeout: float = 60.0,
     progress: Progress = lambda _msg: None,
     keep_dir: Path | None = None,
 ) -> DemoResult:
+    """Run the demo for one component; ``run_demos`` runs several on one agent."""
+    return run_demos(
+        root, [component] if isinstance(component, str) else list(component), device=device,
+        timeout=timeout, progress=progress, keep_dir=keep_dir,
+    )[0]
+
+
+def run_demos(
+    root: Path,
+    components: Sequence[str],
+    *,
+    device: str = "devices/local.yaml",
+    timeout: float = 60.0,
+    progress: Progress = lambda _msg: None,
+    keep_dir: Path | None = None,
+) -> list[DemoResult]:
+    """Broker, local cloud and one agent running every component in ``components``; each
+    component's sample events are published on its first trigger and its results awaited."""
     began = time.monotonic()
-    manifest = load_component(root / component)
+    manifests = [load_component(root / c) for c in components]
     dev = load_device(root / device)
-    events = sample_events(manifest)
-    if not manifest.triggers:
-        raise UsageError(f"{manifest.source}: the demo needs a component with a trigger")
+    events = {m.name: sample_events(m) for m in manifests}
+    for manifest in manifests:
+        if not manifest.triggers:
+            raise UsageError(f"{manifest.source}: the demo needs a component with a trigger")
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="edge-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker()
@@ -133,78 +153,142 @@ def run_demo(
     ):
         progress(f"broker: {broker.kind} at {broker.url}; cloud endpoint: {cloud.url}")
         s3, ddb = _cloud_clients(cloud)
-        if manifest.results.s3:
-            s3.ensure_bucket(manifest.results.s3.bucket, cloud.region)
-            progress(f"created bucket {manifest.results.s3.bucket}")
-        if manifest.results.dynamodb:
-            d = manifest.results.dynamodb
-            ddb.ensure_table(d.table, d.partition_key, d.sort_key)
-            progress(f"created table {d.table}")
+        for manifest in manifests:
+            if manifest.results.s3:
+                s3.ensure_bucket(manifest.results.s3.bucket, cloud.region)
+                progress(f"created bucket {manifest.results.s3.bucket}")
+            if manifest.results.dynamodb:
+                d = manifest.results.dynamodb
+                ddb.ensure_table(d.table, d.partition_key, d.sort_key)
+                progress(f"created table {d.table}")
 
-        result = DemoResult(component=manifest.name, published=len(events), broker=broker.url)
-        got_output = threading.Event()
-        lock = threading.Lock()
+        results = {
+            m.name: DemoResult(component=m.name, published=len(events[m.name]), broker=broker.url)
+            for m in manifests
+        }
+        cond = threading.Condition()
         status: dict[str, Any] = {}
+        docs = [0]  # status documents seen
         online = threading.Event()
         client = PahoBus(BrokerAddress.parse(broker.url))
         client.connect(timeout=10)
 
         def on_status(msg: Message) -> None:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError), cond:
+                status.clear()
                 status.update(json.loads(msg.payload))
+                docs[0] += 1
+                cond.notify_all()
             if status.get("state") == "online":
                 online.set()
 
-        def on_output(msg: Message) -> None:
-            with lock:
-                target = result.errors if "/errors" in msg.topic else result.outputs
-                try:
-                    body: Any = json.loads(msg.payload)
-                except ValueError:
-                    body = f"<{len(msg.payload)} bytes>"
-                target.append({"topic": msg.topic, "payload": body, **dict(msg.properties)})
-                if len(result.outputs) + len(result.errors) >= len(events):
-                    got_output.set()
+        def collector(result: DemoResult, errors_topic: str) -> Callable[[Message], None]:
+            def on_output(msg: Message) -> None:
+                if dict(msg.properties).get("component") != result.component:
+                    return  # a sample event the demo published on this topic, not a result
+                with cond:
+                    target = result.errors if msg.topic == errors_topic else result.outputs
+                    try:
+                        body: Any = json.loads(msg.payload)
+                    except ValueError:
+                        body = f"<{len(msg.payload)} bytes>"
+                    target.append({"topic": msg.topic, "payload": body, **dict(msg.properties)})
+                    cond.notify_all()
+
+            return on_output
 
         thing = dev.thing_name
         client.subscribe(f"edge/{thing}/status", on_status)
-        for out in manifest.outputs:
-            client.subscribe(out.topic.replace("{thing}", thing), on_output)
-        client.subscribe(
-            manifest.errors_topic.replace("{thing}", thing).replace("{component}", manifest.name),
-            on_output,
-        )
+        for manifest in manifests:
+            errors_topic = render(manifest.errors_topic, thing=thing, component=manifest.name)
+            handler = collector(results[manifest.name], errors_topic)
+            for out in manifest.outputs:
+                client.subscribe(render(out.topic, thing=thing, component=manifest.name), handler)
+            client.subscribe(errors_topic, handler)
         env = {**os.environ, **cloud.environment()}
+        args = ["--config", str(root / device), "--data-dir", str(work / "agent")]
+        for manifest in manifests:
+            args += ["--component", str(manifest.path)]
         agent = AgentProcess(
-            [
-                "--config", str(root / device), "--data-dir", str(work / "agent"),
-                "--component", str(manifest.path), "--broker", broker.url,
-                "--heartbeat", "5",
-            ],
-            env,
-            work / "agent.log",
+            [*args, "--broker", broker.url, "--heartbeat", "1"], env, work / "agent.log"
         )
         try:
             with _started(agent, progress, f"device agent for {dev.name}"):
                 if not _wait(online.wait, timeout, agent.alive):
                     raise EdgeError(f"the agent did not come online; see {work / 'agent.log'}")
-                progress(f"agent online; publishing {len(events)} sample event(s)")
-                trigger = manifest.triggers[0].topic
-                for i, (name, payload) in enumerate(events, start=1):
-                    topic = concrete_topic(trigger, thing, i)
-                    client.publish(topic, payload, qos=1, timeout=10)
-                    progress(f"published events/{name} on {topic}")
-                if not _wait(got_output.wait, timeout, agent.alive):
+                total = sum(len(e) for e in events.values())
+                progress(f"agent online; publishing {total} sample event(s)")
+                for manifest in manifests:
+                    trigger = manifest.triggers[0].topic
+                    for i, (name, payload) in enumerate(events[manifest.name], start=1):
+                        topic = concrete_topic(trigger, thing, i)
+                        client.publish(topic, payload, qos=1, timeout=10)
+                        progress(f"published {manifest.path.name}/events/{name} on {topic}")
+                if not _wait_all_ran(cond, results, status, docs, timeout, agent.alive):
+                    got = {n: len(r.outputs) + len(r.errors) for n, r in results.items()}
                     raise EdgeError(
-                        f"only {len(result.outputs)} of {len(events)} results arrived; "
+                        f"not every sample event ran (results so far: {got}); "
                         f"see {work / 'agent.log'}"
                     )
-                progress(f"{len(result.outputs)} result(s) on the output topic; waiting for sync")
-                _wait_synced(manifest, s3, ddb, len(result.outputs), timeout, result)
+                for manifest in manifests:
+                    result = results[manifest.name]
+                    progress(
+                        f"{manifest.name}: {len(result.outputs)} result(s) on the output topic; "
+                        "waiting for sync"
+                    )
+                    _wait_synced(manifest, s3, ddb, len(result.outputs), timeout, result)
         finally:
             client.close()
-    result.elapsed_s = round(time.monotonic() - began, 2)
-    return result
+    elapsed = round(time.monotonic() - began, 2)
+    for result in results.values():
+        result.elapsed_s = elapsed
+    return [results[m.name] for m in manifests]
+
+
+def _wait_all_ran(
+    cond: threading.Condition,
+    results: dict[str, DemoResult],
+    status: dict[str, Any],
+    docs: list[int],
+    timeout: float,
+    alive: Callable[[], bool],
+) -> bool:
+    """True once every published event has run.
+
+    Fast path: each component answered every event (an output or an error
+    record). A handler may also return nothing (no message at all), so the
+    agent's own count is the other witness: once its status document shows
+    every component with at least as many invocations as events and an empty
+    queue, the next status document (published on the same connection after
+    those invocations' outputs) closes the wait.
+    """
+    deadline = time.monotonic() + timeout
+    settled_at: int | None = None
+
+    def done() -> bool:
+        nonlocal settled_at
+        if all(len(r.outputs) + len(r.errors) >= r.published for r in results.values()):
+            return True
+        comps = status.get("components") or {}
+        ran = all(
+            (comps.get(n) or {}).get("invocations", 0) >= r.published
+            and (comps.get(n) or {}).get("queue_depth", 1) == 0
+            for n, r in results.items()
+        )
+        if not ran:
+            settled_at = None
+            return False
+        if settled_at is None:
+            settled_at = docs[0]
+        return docs[0] > settled_at
+
+    with cond:
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not alive():
+                return False
+            cond.wait(min(remaining, 0.5))
+    return True
 
 
 def _wait(wait: Callable[[float], bool], timeout: float, alive: Callable[[], bool]) -> bool:
@@ -250,7 +334,10 @@ def _wait_synced(
                 f"(DynamoDB {len(items)}/{expected}, S3 {len(keys)}/{expected})"
             )
         time.sleep(0.2)
-    result.items = sorted(items, key=lambda i: str(i.get("sk", "")))
+    result.items = [
+        {k: f"<{len(v)} bytes>" if isinstance(v, bytes | bytearray) else v for k, v in i.items()}
+        for i in sorted(items, key=lambda i: str(i.get("sk", "")))
+    ]
     if manifest.results.s3:
         bucket = manifest.results.s3.bucket
         for key in sorted(keys):

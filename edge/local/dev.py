@@ -176,6 +176,7 @@ class DevSession:
         if self.cloud_mode == "local":
             from edge.local.cloud import LocalCloud
 
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request
             self._cloud = LocalCloud(region=device.cloud.region)
             self._cloud.start()
             # Workers inherit this process's environment: their boto3 clients (a
