@@ -189,6 +189,7 @@ class ComponentRunner:
         self._stop_event = threading.Event()
         self._restart_backoff = 0.0
         self._failures_in_a_row = 0
+        self._reported = (0, 0, 0, 0)
         # Continuation bookkeeping: records submitted and not finished, by seq; the
         # continuations waiting for their parent; and continuation key -> record.
         self._inflight: set[int] = set()
@@ -454,6 +455,7 @@ class ComponentRunner:
         encoding = item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic)
         started = self._clock()
         outcome: Outcome
+        failure: Outcome | None = None  # the worker (not the handler) failed
         if encoding == "json" and not _is_json(item.payload):
             outcome = Outcome.failure(
                 "Runtime.InvalidEvent",
@@ -471,23 +473,25 @@ class ComponentRunner:
                     on_call=lambda call, body: self._answer_call(item, call, body),
                 )
                 if not worker.alive():  # a fatal outcome (out of memory): replaced next time
-                    self._worker_failed(outcome)
+                    failure = outcome
                     worker = None
                 else:
                     self._restart_backoff = 0.0
                     self._failures_in_a_row = 0
-                    if self.state == "ERRORED":
-                        self._set_state("RUNNING")
             except WorkerDied as died:
                 outcome = died.outcome
                 worker = None
                 if outcome.error_type == "Runtime.Timeout":
                     self.counters.timeouts += 1
-                self._worker_failed(outcome)
+                failure = outcome
         self.counters.invocations += 1
         self.counters.durations_ms.append(outcome.duration_ms)
         if not outcome.ok:
             self.counters.errors += 1
+        if failure is not None:
+            self._worker_failed(failure)
+        elif self.state == "ERRORED" and self._failures_in_a_row == 0:
+            self._set_state("RUNNING")
         record = self._record_for(item, request_id, started, outcome)
         try:
             self._on_finished(self, Finished(item, record, outcome))
@@ -495,7 +499,25 @@ class ComponentRunner:
             log.exception("finishing %s seq %d failed", self.manifest.name, item.seq)
         self._release(item)
         self._notify_watcher(item.seq, outcome)
+        self._report_if_settled()
         return worker
+
+    def _report_if_settled(self) -> None:
+        """When the queue drains after errors, timeouts or drops, tell the status
+        reporter (once per burst, not per invocation)."""
+        c = self.counters
+        with self._cond:
+            if self._queue or self._inflight:
+                return
+            now = (c.errors, c.timeouts, c.out_of_memory, c.dropped)
+            if now == self._reported:
+                return
+            self._reported = now
+        if self._on_state_change is not None:
+            try:
+                self._on_state_change(self, self.state)
+            except Exception:
+                log.exception("state change hook failed")
 
     def _release(self, item: IntakeRecord) -> None:
         """``item`` is finished (its completion is queued in the store): forget it and
