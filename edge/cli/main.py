@@ -28,6 +28,8 @@ COMMAND_MODULES = [
     "edge.cli.cmd_keys",
     "edge.cli.cmd_rollback",
     "edge.cli.cmd_remove",
+    "edge.cli.cmd_device",
+    "edge.cli.cmd_broker",
     "edge.cli.cmd_init",
     "edge.cli.cmd_generate",
     "edge.cli.cmd_graph",
