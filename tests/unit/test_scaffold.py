@@ -138,3 +138,16 @@ def test_cli_init_invoke_and_generate_event(tmp_path: Path) -> None:
     bad = edgectl("generate-event", "mqtt", "--topic", "t", "--payload", "{", cwd=tmp_path)
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_cli_starts_without_importing_what_invoke_does_not_need() -> None:
+    """The cold ``edgectl invoke`` target (at most 3x ``import boto3``, bench/bench_cli.py)
+    holds only while building the CLI imports no AWS, MQTT or imaging library."""
+    code = (
+        "import sys\nfrom edge.cli.main import build_app\nbuild_app()\n"
+        "print([m for m in ('boto3', 'botocore', 'moto', 'paho', 'PIL', 'amqtt') "
+        "if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"
