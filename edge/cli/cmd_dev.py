@@ -99,8 +99,8 @@ def register(app: typer.Typer) -> None:
         from edge.local.dev import DevSession, default_components
 
         # The handlers' output arrives as events; the agent's own INFO lines stay quiet.
-        for handler in logging.getLogger().handlers:
-            handler.setLevel(logging.WARNING)
+        for log_handler in logging.getLogger().handlers:
+            log_handler.setLevel(logging.WARNING)
         root = Path.cwd()
         folders = list(components or default_components(root))
         session = DevSession(
