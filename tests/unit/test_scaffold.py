@@ -151,3 +151,16 @@ def test_the_cli_starts_without_importing_what_invoke_does_not_need() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(
+    not (REPO / "edge" / "runtime" / "node").exists() or shutil.which("node") is None,
+    reason="needs the Node.js worker runtime (edge/runtime/node) and a `node` binary",
+)
+def test_the_nodejs_scaffold_runs_in_the_nodejs_runtime(tmp_path: Path) -> None:
+    made = init_component("alerts", runtime="nodejs20.x", directory=tmp_path)
+    result = invoke(made.folder, made.folder / "events" / "sample.json", topic=made.topic)
+    assert result.outcome.ok, result.outcome.error
+    body = json.loads(result.outcome.body)
+    assert body["received"] == {"message": "hello from alerts"}
+    assert body["topic"] == made.topic and body["request_id"] == result.request_id
