@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "edge.cli.cmd_generate",
     "edge.cli.cmd_graph",
     "edge.cli.cmd_dev",
+    "edge.cli.cmd_sync",
 ]
 
 
