@@ -95,3 +95,23 @@ def test_same_components_compares_versions_and_digests():
     assert a.same_components(desired(deployment_id="d-2", sequence=9))
     other = {"c": ComponentSpec("c", "1.0.0", ArtifactRef("f" * 64, 10))}
     assert not a.same_components(desired(components=other))
+
+
+def test_device_artifacts_and_trust_keys(tmp_path):
+    from edge.model.device import parse_device
+
+    path = tmp_path / "project" / "devices" / "pi01.yaml"
+    base = {"name": "pi01", "class": "raspberry-pi", "broker": {"url": "mqtt://b"}}
+    plain = parse_device(base, source="pi01.yaml", path=path)
+    assert plain.artifacts is None
+    assert plain.trusted_key == tmp_path / "project" / "keys" / "fleet.pub"
+    full = parse_device(
+        {**base, "artifacts": {"s3": {"bucket": "fleet-art"}},
+         "trust": {"fleet_public_key": "/etc/edgectl/fleet.pub"}},
+        source="pi01.yaml", path=path,
+    )  # fmt: skip
+    assert full.artifacts is not None and full.artifacts.prefix == "edgectl/artifacts/"
+    assert str(full.trusted_key) == "/etc/edgectl/fleet.pub"
+    with pytest.raises(ValidationError, match="artifacts.s3.bucket: 'No_Caps'"):
+        parse_device({**base, "artifacts": {"s3": {"bucket": "No_Caps"}}}, source="pi01.yaml",
+                     path=path)  # fmt: skip
