@@ -93,12 +93,39 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
-def _mark(text: str) -> None:
-    """A log-stream marker (see ``LOG_MARK``), in order with the handler's own output."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os.write(2, f"{LOG_MARK}{text}\n".encode())
+class _TaggedStream:
+    """``sys.stdout``/``sys.stderr`` for the handler: the first write of an invocation
+    is preceded by a ``LOG_MARK start <request id>`` line and ``end_invocation``
+    closes it, so the agent tags every line with its request id. A quiet
+    invocation costs no marker at all (and no wake-up of the agent's log reader).
+    Output written below Python (by C code) between invocations is tagged with
+    the request that wrote last."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.request_id = ""
+        self.open = False
+
+    def write(self, text: str) -> int:
+        if not self.open and self.request_id:
+            self._inner.flush()
+            os.write(2, f"{LOG_MARK}start {self.request_id}\n".encode())
+            self.open = True
+        return int(self._inner.write(text))
+
+    def end_invocation(self) -> None:
+        if self.open:
+            with contextlib.suppress(OSError, ValueError):
+                self._inner.flush()
+            os.write(2, f"{LOG_MARK}end\n".encode())
+            self.open = False
+        self.request_id = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+_TAG = _TaggedStream(sys.stderr)
 
 
 class _Channel:
@@ -162,7 +189,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         request_id = req.get("request_id", "")
         reply: dict[str, Any] = {"type": "result", "request_id": request_id}
         body = b""
-        _mark(f"start {request_id}")
+        _TAG.request_id = request_id
         try:
             event: Any = payload
             if req.get("encoding", "json") == "json":
@@ -198,7 +225,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 reply.update(ok=False, error=err, fatal=True)
             value = None
         reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-        _mark("end")
+        _TAG.end_invocation()
         write_frame(out, reply, body)
         if reply.get("fatal"):
             return OOM_EXIT
@@ -208,7 +235,7 @@ def main() -> int:
     # Keep the protocol on a private copy of stdout; user prints go to stderr.
     channel = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
-    sys.stdout = sys.stderr
+    sys.stdout = sys.stderr = _TAG
     inp = os.fdopen(os.dup(0), "rb", buffering=0)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

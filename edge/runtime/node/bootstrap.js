@@ -38,9 +38,30 @@ function writeFrame(header, body) {
   writeAll(OUT_FD, out);
 }
 
-function mark(text) {
-  // stdout and stderr are one pipe, written synchronously: the marker lands in order.
-  writeAll(1, Buffer.from(`${LOG_MARK}${text}\n`, 'utf8'));
+// The first console write of an invocation is preceded by a start marker with its
+// request id, and the invocation's end closes it: the agent tags each line exactly.
+// stdout and stderr are one pipe, written synchronously, so markers land in order.
+let tagId = '';
+let tagOpen = false;
+for (const stream of [process.stdout, process.stderr]) {
+  const write = stream.write.bind(stream);
+  stream.write = (chunk, ...rest) => {
+    if (!tagOpen && tagId) {
+      writeAll(1, Buffer.from(`${LOG_MARK}start ${tagId}\n`, 'utf8'));
+      tagOpen = true;
+    }
+    return write(chunk, ...rest);
+  };
+}
+
+function beginTag(requestId) {
+  tagId = requestId;
+}
+
+function endTag() {
+  if (tagOpen) writeAll(1, Buffer.from(`${LOG_MARK}end\n`, 'utf8'));
+  tagOpen = false;
+  tagId = '';
 }
 
 function errorRecord(err, errorType) {
@@ -157,7 +178,7 @@ function makeContext(req, started) {
 function invoke(req, payload) {
   const started = Date.now();
   const requestId = req.request_id || '';
-  mark(`start ${requestId}`);
+  beginTag(requestId);
   let done = false;
   const finish = (err, value, fatal) => {
     if (done) return;
@@ -180,7 +201,7 @@ function invoke(req, payload) {
     }
     if (fatal) reply.fatal = true;
     reply.duration_ms = Date.now() - started;
-    mark('end');
+    endTag();
     writeFrame(reply, body);
     if (fatal) process.exit(1);
     setImmediate(pump);
