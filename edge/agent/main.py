@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, UsageError
 
 log = logging.getLogger("edge.agent")
 
@@ -50,6 +50,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sync-retry-max", type=float, default=30.0, metavar="SECONDS",
         help="longest wait between attempts to reach a failing sink (full jitter; default 30)",
     )
+    iot = p.add_argument_group(
+        "AWS IoT credentials provider",
+        "exchange the device's X.509 certificate for temporary AWS credentials "
+        "(instead of boto3's usual chain); refreshed before they expire",
+    )
+    iot.add_argument("--iot-credentials-endpoint", metavar="HOST[:PORT]",
+                     help="the account's credentials provider endpoint")
+    iot.add_argument("--iot-role-alias", metavar="ALIAS", help="the role alias to assume")
+    iot.add_argument("--iot-cert", type=Path, metavar="FILE",
+                     help="device certificate (default: the device file's broker.cert)")
+    iot.add_argument("--iot-key", type=Path, metavar="FILE",
+                     help="its private key (default: broker.key)")
+    iot.add_argument("--iot-ca", type=Path, metavar="FILE",
+                     help="CA bundle for the endpoint (default: the system's)")
     p.add_argument(
         "--metrics-port", type=int, metavar="PORT",
         help="serve Prometheus metrics on http://BIND:PORT/metrics (off by default)",
@@ -107,11 +121,35 @@ def greengrass_device(env: Mapping[str, str]) -> Any:
     )
 
 
-def _sink_factory(device: Any, results_dir: Path | None) -> Any:
-    """Builds each component's sinks for the device's class (see ``edge.sync.factory``)."""
+def _sink_factory(
+    device: Any, results_dir: Path | None, args: argparse.Namespace | None = None
+) -> Any:
+    """Builds each component's sinks for the device's class (see ``edge.sync.factory``),
+    with credentials from the AWS IoT credentials provider when it is configured."""
     from edge.sync.factory import SinkFactory
 
-    return SinkFactory(device, results_dir=results_dir)
+    session = None
+    if args is not None and args.iot_credentials_endpoint:
+        from edge.aws.credentials import IotCredentialsConfig, IotCredentialsProvider, iot_session
+
+        cert = args.iot_cert or device.broker.cert
+        key = args.iot_key or device.broker.key
+        if not args.iot_role_alias or cert is None or key is None:
+            raise UsageError(
+                "--iot-credentials-endpoint needs --iot-role-alias and a certificate and key "
+                "(--iot-cert/--iot-key, or broker.cert/broker.key in the device file)"
+            )
+        provider = IotCredentialsProvider(
+            IotCredentialsConfig(
+                endpoint=args.iot_credentials_endpoint, role_alias=args.iot_role_alias,
+                thing_name=device.thing_name, cert=cert, key=key, ca=args.iot_ca,
+            )
+        )
+
+        def session(region: str) -> Any:
+            return iot_session(provider, region)
+
+    return SinkFactory(device, results_dir=results_dir, session=session)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         components,
         bus=bus,
         data_dir=data_dir,
-        sink_factory=_sink_factory(device, args.results_dir),
+        sink_factory=_sink_factory(device, args.results_dir, args),
         fsync=args.durability == "power",
         heartbeat=args.heartbeat,
         sync_retry_max=args.sync_retry_max,
