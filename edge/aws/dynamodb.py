@@ -102,7 +102,12 @@ class DynamoDBClient:
     # -- writes ------------------------------------------------------------------------------
 
     def batch_put(
-        self, table: str, items: Sequence[Mapping[str, Any]], *, key: Sequence[str] = ()
+        self,
+        table: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        key: Sequence[str] = (),
+        concurrency: int = 1,
     ) -> None:
         """Put every item, 25 per request, retrying unprocessed items until done.
 
@@ -110,11 +115,22 @@ class DynamoDBClient:
         collapsed to the last one: BatchWriteItem rejects a request that
         mentions one key twice, and a re-delivered record is the same item.
         Raises ``Throttled`` when items are still unprocessed after
-        ``max_batch_attempts`` calls for one chunk.
+        ``max_batch_attempts`` calls for one chunk. With ``concurrency`` > 1
+        that many requests are in flight at once (the client is thread-safe);
+        the call returns, or raises the first error, once every chunk is done.
         """
         requests = [{"PutRequest": {"Item": self.serialize(item)}} for item in _dedupe(items, key)]
-        for start in range(0, len(requests), BATCH_LIMIT):
-            self._write_chunk(table, requests[start : start + BATCH_LIMIT])
+        chunks = [requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)]
+        if concurrency <= 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                self._write_chunk(table, chunk)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ddb") as pool:
+            futures = [pool.submit(self._write_chunk, table, chunk) for chunk in chunks]
+            for future in futures:
+                future.result()
 
     def _write_chunk(self, table: str, chunk: list[dict[str, Any]]) -> None:
         pending = chunk

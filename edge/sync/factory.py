@@ -27,6 +27,9 @@ from edge.errors import ValidationError
 from edge.sync.sinks import DynamoDBImportSink, DynamoDBSink, LocalDirSink, S3Sink, Sink
 
 SNOWBALL_S3_PORT = 8443
+#: BatchWriteItem requests in flight per batch: hides the round trip without
+#: flooding a table (a batch of 500 rows is 20 requests).
+DYNAMODB_CONCURRENCY = 4
 SNOWBALL_REGION = "snow"
 
 
@@ -180,6 +183,7 @@ class SinkFactory:
                 partition_key=ddb.partition_key,
                 sort_key=ddb.sort_key,
                 conditional=ddb.conditional,
+                concurrency=DYNAMODB_CONCURRENCY,
             )
         if self._results_dir is not None:
             sinks["local"] = LocalDirSink(self._results_dir)

@@ -294,12 +294,14 @@ class DynamoDBSink:
         partition_key: str = "pk",
         sort_key: str = "sk",
         conditional: bool = False,
+        concurrency: int = 1,
     ) -> None:
         self._ddb = ddb
         self.table = table
         self.partition_key = partition_key
         self.sort_key = sort_key
         self.conditional = conditional
+        self.concurrency = concurrency
 
     def item_for(self, record: ResultRecord) -> dict[str, Any]:
         """The item written for ``record`` (plain values; the client serializes them)."""
@@ -340,11 +342,14 @@ class DynamoDBSink:
                     partition_key=self.partition_key,
                 )
             return
-        self._ddb.batch_put(
-            self.table,
-            [self.item_for(r) for r in records],
-            key=(self.partition_key, self.sort_key),
-        )
+        # The requests of one batch are in flight together; the syncer starts the
+        # component's next batch only once all of them succeeded.
+        items = [self.item_for(r) for r in records]
+        key = (self.partition_key, self.sort_key)
+        if self.concurrency > 1:
+            self._ddb.batch_put(self.table, items, key=key, concurrency=self.concurrency)
+        else:
+            self._ddb.batch_put(self.table, items, key=key)
 
 
 class DynamoDBImportSink:
