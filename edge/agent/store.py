@@ -563,9 +563,12 @@ class Store:
         with self._reader_lock:
             self._reader.execute("BEGIN IMMEDIATE")
             try:
-                for i in ids:
+                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                    chunk = list(ids[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
                     for sink, size in self._reader.execute(
-                        "DELETE FROM outbox WHERE id = ? RETURNING sink, size", (i,)
+                        f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING sink, size",  # noqa: S608
+                        chunk,
                     ).fetchall():
                         freed[sink] = freed.get(sink, 0) + int(size)
                 self._reader.execute("COMMIT")

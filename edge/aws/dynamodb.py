@@ -119,16 +119,21 @@ class DynamoDBClient:
         that many requests are in flight at once (the client is thread-safe);
         the call returns, or raises the first error, once every chunk is done.
         """
-        requests = [{"PutRequest": {"Item": self.serialize(item)}} for item in _dedupe(items, key)]
-        chunks = [requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)]
+        unique = _dedupe(items, key)
+        chunks = [unique[i : i + BATCH_LIMIT] for i in range(0, len(unique), BATCH_LIMIT)]
+
+        def put(chunk: Sequence[Mapping[str, Any]]) -> None:
+            self._write_chunk(table, [{"PutRequest": {"Item": self.serialize(i)}} for i in chunk])
+
         if concurrency <= 1 or len(chunks) <= 1:
             for chunk in chunks:
-                self._write_chunk(table, chunk)
+                put(chunk)
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        # Each thread serialises its own chunk, so the CPU work overlaps the requests.
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ddb") as pool:
-            futures = [pool.submit(self._write_chunk, table, chunk) for chunk in chunks]
+            futures = [pool.submit(put, chunk) for chunk in chunks]
             for future in futures:
                 future.result()
 
