@@ -159,6 +159,7 @@ class DevSession:
         self._watched: dict[Path, _Watched] = {}
         self._saved_env: dict[str, str | None] = {}
         self._log_handler: _FunctionLogs | None = None
+        self._saved_level = logging.NOTSET
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -190,10 +191,11 @@ class DevSession:
             )
         self.device = device
         self._log_handler = _FunctionLogs(self._emit)
-        # The runner logs each line a handler prints at INFO, tagged stream=function.
-        runner_log = logging.getLogger("edge.agent.component")
-        runner_log.addHandler(self._log_handler)
-        runner_log.setLevel(logging.INFO)
+        # The agent logs each line a handler prints at INFO, tagged stream=function.
+        agent_log = logging.getLogger("edge.agent")
+        self._saved_level = agent_log.level
+        agent_log.addHandler(self._log_handler)
+        agent_log.setLevel(logging.INFO)
         bus = PahoBus(
             BrokerAddress.parse(self.broker_url),
             client_id=f"edge-dev-{device.thing_name}",
@@ -238,7 +240,10 @@ class DevSession:
             self._bus.close()
             self._bus = None
         if self._log_handler is not None:
-            logging.getLogger("edge.agent.component").removeHandler(self._log_handler)
+            agent_log = logging.getLogger("edge.agent")
+            agent_log.removeHandler(self._log_handler)
+            agent_log.setLevel(self._saved_level)
+            self._log_handler = None
         if self._cloud is not None:
             self._cloud.stop()
             self._cloud = None

@@ -39,6 +39,7 @@ class DevProcess:
     def __init__(self, root: Path, *args: str) -> None:
         self.events: queue.Queue[Event] = queue.Queue()
         self.seen: list[Event] = []
+        self._unmatched: list[Event] = []  # seen while waiting for something else
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli.main", "dev", "--json", *args],
             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -56,6 +57,12 @@ class DevProcess:
                 self.events.put({"event": "garbage", "line": line})
 
     def wait(self, predicate: Callable[[Event], bool], timeout: float = 30) -> Event:
+        """The first event, in arrival order, that matches and was not returned before
+        (events come from several threads: a handler's log line may precede its result)."""
+        for event in self._unmatched:
+            if predicate(event):
+                self._unmatched.remove(event)
+                return event
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -68,6 +75,7 @@ class DevProcess:
             self.seen.append(event)
             if predicate(event):
                 return event
+            self._unmatched.append(event)
 
     def wait_kind(self, kind: str, timeout: float = 30, **fields: Any) -> Event:
         return self.wait(
