@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from edge.mqtt.bus import Bus
 
 log = logging.getLogger(__name__)
+# Function output is logged where it always was (``edge.local.dev`` listens there).
+function_log = logging.getLogger("edge.agent.component")
 
 # How long a worker waits for its continuation to be committed before failing it.
 RECORD_TIMEOUT = 30.0
@@ -121,8 +123,11 @@ class RuntimeServices(ContinuationRecorder):
 
     def _output(self, component: str, request_id: str, line: str) -> None:
         self.logs.write(component, request_id, line)
-        log.info("%s", line, extra={"component": component, "request_id": request_id or None,
-                                    "stream": "function"})
+        function_log.info(
+            "%s", line,
+            extra={"component": component, "request_id": request_id or None,
+                   "stream": "function"},
+        )
 
     # -- continuations (ContinuationRecorder) -----------------------------------------
     def record(

@@ -194,6 +194,8 @@ class Worker:
         self._log_stream: IO[bytes] | None = None
         self._log_thread: threading.Thread | None = None
         self._tail: deque[str] = deque(maxlen=20)  # last output lines, to explain a death
+        self._log_cond = threading.Condition()
+        self._logs_closed = ""  # the last request whose output was fully forwarded
         self.invocations = 0
         self.last_used = time.monotonic()
 
@@ -346,6 +348,10 @@ class Worker:
                     self._emit(before, current)
                 marker, _, text = rest.partition("\n")
                 words = marker.split(" ", 2)
+                if words[0] == "end" and current:
+                    with self._log_cond:
+                        self._logs_closed = current
+                        self._log_cond.notify_all()
                 current = words[1] if len(words) > 1 and words[0] == "start" else ""
                 text = ""  # a marker always ends its line
             if text:
@@ -422,6 +428,10 @@ class Worker:
                 Outcome.failure("Runtime.ProtocolError", "worker answered out of turn")
             )
         duration = float(reply.get("duration_ms", (time.monotonic() - started) * 1000))
+        if reply.get("logged"):
+            # Forward the invocation's output before its result (as Lambda's END line).
+            with self._log_cond:
+                self._log_cond.wait_for(lambda: self._logs_closed == request_id, timeout=1.0)
         self.last_used = time.monotonic()
         if reply.get("fatal"):
             # The runtime cannot go on (it ran out of memory); it exits after this reply.

@@ -225,6 +225,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 reply.update(ok=False, error=err, fatal=True)
             value = None
         reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        if _TAG.open:
+            reply["logged"] = True  # the agent forwards this output before the result
         _TAG.end_invocation()
         write_frame(out, reply, body)
         if reply.get("fatal"):

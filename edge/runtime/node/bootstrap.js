@@ -201,6 +201,7 @@ function invoke(req, payload) {
     }
     if (fatal) reply.fatal = true;
     reply.duration_ms = Date.now() - started;
+    if (tagOpen) reply.logged = true;  // the agent forwards this output before the result
     endTag();
     writeFrame(reply, body);
     if (fatal) process.exit(1);
