@@ -32,6 +32,7 @@ from __future__ import annotations
 import calendar
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -115,7 +116,7 @@ class _Session:
     reply_to: str
     components: tuple[str, ...]
     expires: float
-    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (inode, size)
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)  # component -> (inode, size)
     seq: int = 0
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -211,7 +212,7 @@ class LogServer:
             for name in names:
                 for path in log_files(self._root, name)[-1:]:
                     st = path.stat()
-                    session.offsets[str(path)] = (st.st_ino, st.st_size)
+                    session.offsets[name] = (st.st_ino, st.st_size)
             lines: list[LogLine] = []
             for name in names:
                 lines.extend(read_lines(self._root, name, since))
@@ -242,23 +243,34 @@ class LogServer:
                 session.seq = self._send_batches(session, fresh, done=False, start=session.seq)
 
     def _appended(self, session: _Session, component: str) -> Iterator[LogLine]:
-        path = self._root / f"{_SAFE.sub('_', component)}.log"
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+        """Lines written since the last poll, across any number of rotations: find the
+        file we were reading by its inode among ``.log.N`` ... ``.log``, finish it, then
+        read every newer file whole."""
+        files: list[tuple[Path, os.stat_result]] = []
+        for path in log_files(self._root, component):
+            try:
+                files.append((path, path.stat()))
+            except FileNotFoundError:
+                continue  # rotated away while we looked
+        if not files:
             return
-        inode, offset = session.offsets.get(str(path), (st.st_ino, 0))
-        if st.st_ino != inode:
-            # Rotated: the rest of the old file is now .log.1; read it from where we were.
-            old = path.with_name(path.name + ".1")
-            yield from self._read_from(old, component, offset)
-            offset = 0
-        elif st.st_size < offset:
-            offset = 0  # truncated
-        if st.st_size > offset:
-            yield from self._read_from(path, component, offset, st.st_size)
-            offset = st.st_size
-        session.offsets[str(path)] = (st.st_ino, offset)
+        inode, offset = session.offsets.get(component, (None, 0))
+        start = 0
+        if inode is not None:
+            found = [i for i, (_, st) in enumerate(files) if st.st_ino == inode]
+            if found:
+                start = found[0]
+            else:
+                offset = 0  # our file is gone (rotated out): everything left is new
+        else:
+            offset = 0  # no file when the session began: everything is new
+        for index, (path, st) in enumerate(files[start:]):
+            begin = offset if index == 0 else 0
+            if st.st_size < begin:
+                begin = 0  # truncated
+            if st.st_size > begin:
+                yield from self._read_from(path, component, begin, st.st_size)
+            session.offsets[component] = (st.st_ino, st.st_size)
 
     def _read_from(
         self, path: Path, component: str, offset: int, end: int | None = None

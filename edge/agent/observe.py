@@ -4,12 +4,18 @@
   workers, free space in the data dir (``edge.agent.sysinfo``);
 * log requests over MQTT (``edge.agent.logserve``), serving the per-component
   log files under ``<data dir>/logs`` (``edge.agent.funclogs``);
+* ``deployments`` in the status document: the last ``HISTORY`` finished
+  deployment reports, newest first, kept in ``<data dir>/status/deployments.json``
+  so ``edgectl device show`` has a history across restarts;
 * the Prometheus endpoint (``edge.agent.metrics``) when ``--metrics-port`` is set.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,45 @@ from edge.mqtt.bus import Bus
 log = logging.getLogger(__name__)
 
 LOGS_DIRNAME = "logs"
+HISTORY = 10
+FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "ROLLED_BACK"})
+_HISTORY_KEYS = ("deployment_id", "sequence", "state", "reason", "started_at", "updated_at",
+                 "rollout", "running")  # fmt: skip
+
+
+class DeploymentHistory:
+    """Appends each finished deployment report it sees (via ``current()``) to a small file."""
+
+    def __init__(self, path: Path, current: Callable[[], Any]) -> None:
+        self._path = path
+        self._current = current
+        self._lock = threading.Lock()
+        try:
+            loaded = json.loads(path.read_text())
+            self._items: list[dict[str, Any]] = [i for i in loaded if isinstance(i, dict)]
+        except (OSError, ValueError, TypeError):
+            self._items = []
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        report = self._current()
+        with self._lock:
+            if isinstance(report, dict) and report.get("state") in FINAL_STATES:
+                key = (report.get("deployment_id"), report.get("sequence"), report.get("state"))
+                head = self._items[0] if self._items else {}
+                if key != (head.get("deployment_id"), head.get("sequence"), head.get("state")):
+                    self._items.insert(0, {k: report.get(k) for k in _HISTORY_KEYS})
+                    del self._items[HISTORY:]
+                    self._save()
+            return list(self._items)
+
+    def _save(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._items))
+            tmp.replace(self._path)
+        except OSError as exc:
+            log.info("deployment history not saved: %s", exc)
 
 
 class Observability:
@@ -35,6 +80,13 @@ class Observability:
         self._agent = agent
         sampler = SystemSampler(data_dir)
         agent.status_extras["system"] = sampler.snapshot
+
+        def current_report() -> Any:
+            build = agent.status_extras.get("deployment")
+            return build() if build is not None else None
+
+        self.history = DeploymentHistory(data_dir / "status" / "deployments.json", current_report)
+        agent.status_extras["deployments"] = self.history.snapshot
         root = Path(getattr(getattr(agent, "function_logs", None), "root", data_dir / LOGS_DIRNAME))
         self.logs = LogServer(bus, agent.thing, root, lambda: sorted(agent.runners))
         self.metrics = None

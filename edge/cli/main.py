@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "edge.cli.cmd_publish",
     "edge.cli.cmd_deploy",
     "edge.cli.cmd_fleet",
+    "edge.cli.cmd_device_show",
+    "edge.cli.cmd_logs",
     "edge.cli.cmd_keys",
     "edge.cli.cmd_rollback",
     "edge.cli.cmd_remove",

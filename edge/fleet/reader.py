@@ -151,3 +151,27 @@ def connect(
     bus = PahoBus(address, keepalive=30)
     bus.connect(timeout)
     return bus
+
+
+def read_retained(
+    bus: Bus, topics: list[str], *, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, bytes]:
+    """The retained payload of each of ``topics`` (absent when none), read with the same
+    end-of-burst marker as ``StatusFeed``."""
+    marker = f"{MARKER_PREFIX}/{uuid.uuid4().hex}"
+    found: dict[str, bytes] = {}
+    done = threading.Event()
+
+    def on_message(message: Message) -> None:
+        if message.payload:
+            found[message.topic] = message.payload
+
+    for topic in topics:
+        bus.subscribe(topic, on_message, qos=0)
+    bus.subscribe(marker, lambda m: done.set(), qos=0)
+    bus.publish(marker, b"", qos=0)
+    if not done.wait(timeout):
+        raise BrokerError(f"the broker did not answer within {timeout:g}s")
+    for topic in (*topics, marker):
+        bus.unsubscribe(topic)
+    return dict(found)

@@ -102,6 +102,7 @@ class SimDevice:
         self.counters: dict[str, dict[str, int]] = {}
         self.history: dict[str, list[tuple[float, int, int]]] = {}  # (t, invocations, errors)
         self.report: DeploymentReport | None = None
+        self.finished: list[dict[str, Any]] = []  # finished reports, newest first
         self.applied: str | None = None
         self.accepted: tuple[int, str] = (0, "")
         self._flight: list[Timer] = []
@@ -116,6 +117,8 @@ class SimDevice:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self._first_mid: int | None = None
         self.client.max_inflight_messages_set(100)
         sim.loop.attach(self.client)
 
@@ -144,7 +147,6 @@ class SimDevice:
         self.connected = True
         client.subscribe(desired_topic(self.thing), qos=1)
         self.publish_status()
-        self.sim.on_connected(self)
         if self._heartbeat is None:
             first = self.rng.uniform(0, self.sim.options.heartbeat)
             self._heartbeat = self.sim.loop.call_later(first, self._beat)
@@ -263,6 +265,7 @@ class SimDevice:
             "simulated": True,
             "components": components,
             "deployment": self.report.to_json() if self.report else None,
+            "deployments": self.finished,
         }
         if state == "online":
             doc["outbox"] = {
@@ -291,9 +294,17 @@ class SimDevice:
 
     def publish_status(self) -> None:
         if self.connected:
-            self.client.publish(status_topic(self.thing), self.document(), qos=1, retain=True)
+            info = self.client.publish(status_topic(self.thing), self.document(), qos=1,
+                                       retain=True)  # fmt: skip
+            if self._first_mid is None:
+                self._first_mid = info.mid
             self.published += 1
             self.sim.published += 1
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        if mid == self._first_mid:
+            # The broker holds our first status document: the device is visible.
+            self.sim.on_connected(self)
 
     # -- deployments -------------------------------------------------------------------------
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -448,6 +459,8 @@ class SimDevice:
 
     def _publish_report(self, report: DeploymentReport) -> None:
         self.report = report
+        if report.final:
+            self.finished = [report.to_json(), *self.finished][:10]
         if self.connected:
             self.client.publish(deployment_topic(self.thing), report.to_bytes(), qos=1, retain=True)
         self.publish_status()
@@ -491,7 +504,8 @@ class Simulator:
             return len(self._up)
 
     def start(self, timeout: float = 60.0) -> None:
-        """Connect every device and wait until each has published its first status."""
+        """Connect every device and wait until the broker acknowledged (and so retains)
+        each device's first status document."""
         self.loop.start()
         pending = list(self.devices)
 
