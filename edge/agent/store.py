@@ -20,8 +20,10 @@ Three more duties live here because they must be atomic with those writes:
 * **The bound.** The store counts the bytes of pending intake payloads and of
   outbox rows. Over ``max_bytes`` the ``drop-oldest`` policy deletes the
   oldest outbox rows in the same transaction that added new ones, and counts
-  them per sink; under ``backpressure`` the store only reports ``full()`` and
-  the agent stops recording (and so acknowledging) new messages.
+  them per sink; under ``backpressure`` the store only reports ``full()``
+  (which also reserves, for each pending record, the average size of the
+  results so far) and the agent stops recording (and so acknowledging) new
+  messages.
 * **Sealed batches.** Before the syncer writes rows it seals them into a batch
   (``batch`` column); after a crash the same rows are written again as the
   same batch, so an S3 object named after its range is rewritten, never
@@ -207,13 +209,20 @@ class Store:
         # Byte accounting, kept in memory (read once at start) so ``full()`` is free.
         self._bytes_lock = threading.Lock()
         self._intake_bytes = 0
+        self._pending = 0
+        # Bytes of outbox rows one completed intake record adds, on average (moving):
+        # backpressure reserves that much for each pending record, so intake stops
+        # before results that are already on their way overrun the bound.
+        self._result_estimate = 0.0
         self._outbox_bytes: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
         self._load_counters()
 
     def _load_counters(self) -> None:
-        row = self._conn.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM intake").fetchone()
-        self._intake_bytes = int(row[0])
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM intake"
+        ).fetchone()
+        self._intake_bytes, self._pending = int(row[0]), int(row[1])
         for sink, size in self._conn.execute(
             "SELECT sink, COALESCE(SUM(size), 0) FROM outbox GROUP BY sink"
         ):
@@ -252,12 +261,20 @@ class Store:
         with self._bytes_lock:
             return self._intake_bytes + sum(self._outbox_bytes.values())
 
+    def reserved_bytes(self) -> int:
+        """What pending intake records will add to the outbox, estimated from the
+        average of the results so far."""
+        with self._bytes_lock:
+            return int(self._pending * self._result_estimate)
+
     def full(self) -> bool:
-        """True when the bound is reached under ``backpressure``: record nothing new."""
+        """True when the bound is reached under ``backpressure``: record nothing new.
+
+        Counts the bytes used plus those reserved for pending records' results."""
         return (
             self.when_full == "backpressure"
             and self.max_bytes is not None
-            and self.used_bytes() >= self.max_bytes
+            and self.used_bytes() + self.reserved_bytes() >= self.max_bytes
         )
 
     def dropped(self) -> dict[str, int]:
@@ -336,6 +353,8 @@ class Store:
         callbacks: list[Callable[[], None]] = []
         outbox_added = False
         intake_delta = 0
+        pending_delta = 0
+        result_sizes: list[int] = []
         outbox_delta: dict[str, int] = {}
         duplicates = 0
         dropped: dict[str, int] = {}
@@ -360,6 +379,7 @@ class Store:
                         seq = cur.lastrowid
                         assert seq is not None
                         intake_delta += len(op.payload)
+                        pending_delta += 1
                         rows.append(
                             IntakeRecord(
                                 seq, component, op.topic, op.payload, op.properties,
@@ -378,6 +398,9 @@ class Store:
                         "DELETE FROM intake WHERE seq = ? RETURNING LENGTH(payload)", (op.seq,)
                     ).fetchall()
                     intake_delta -= sum(int(r[0]) for r in gone)
+                    pending_delta -= len(gone)
+                    if gone:
+                        result_sizes.append(sum(len(e.record) for e in op.entries))
                     now = time.time()
                     for e in op.entries:
                         cur.execute(
@@ -399,6 +422,12 @@ class Store:
             return
         with self._bytes_lock:
             self._intake_bytes += intake_delta
+            self._pending += pending_delta
+            for size in result_sizes:
+                self._result_estimate = (
+                    float(size) if self._result_estimate == 0.0
+                    else 0.9 * self._result_estimate + 0.1 * size
+                )
             for sink, delta in outbox_delta.items():
                 self._outbox_bytes[sink] = self._outbox_bytes.get(sink, 0) + delta
             for sink, count in dropped.items():
@@ -605,6 +634,7 @@ class Store:
         return {
             "pending": int(count),
             "used_bytes": self.used_bytes(),
+            "reserved_bytes": self.reserved_bytes(),
             "max_bytes": self.max_bytes,
             "when_full": self.when_full,
             "full": self.full(),

@@ -125,7 +125,7 @@ def test_the_window_forgets_old_messages(tmp_path: Path) -> None:
 
 
 def test_backpressure_reports_full_and_frees_as_rows_leave(tmp_path: Path) -> None:
-    store = Store(tmp_path / "agent.db", fsync=False, max_bytes=100)
+    store = Store(tmp_path / "agent.db", fsync=False, max_bytes=110)
     freed = threading.Event()
     store.on_space(freed.set)
     store.start()
@@ -134,7 +134,9 @@ def test_backpressure_reports_full_and_frees_as_rows_leave(tmp_path: Path) -> No
         assert store.used_bytes() == 40 and not store.full()
         complete(store, row.seq, [entry(1, size=70)])
         assert store.used_bytes() == 70 and not store.full()
+        # A pending record reserves the average result size (70) for what it will add.
         (row2,) = record(store, payload=b"p" * 30)
+        assert store.used_bytes() == 100 and store.reserved_bytes() == 70
         assert store.full()
         assert store.intake_stats()["full"] is True
         (out,) = store.outbox_batch("s3", 10)
