@@ -100,6 +100,7 @@ class SimDevice:
             for name, version in opts.components.items()
         }
         self.counters: dict[str, dict[str, int]] = {}
+        self.states: dict[str, str] = {}  # component -> lifecycle state, RUNNING when absent
         self.history: dict[str, list[tuple[float, int, int]]] = {}  # (t, invocations, errors)
         self.report: DeploymentReport | None = None
         self.finished: list[dict[str, Any]] = []  # finished reports, newest first
@@ -158,6 +159,11 @@ class SimDevice:
         self.connected = False
         if was and not self.dead and not self.sim.stopping:
             self.sim.loop.call_later(1.0 + self.rng.random(), self.reconnect)
+
+    def set_state(self, component: str, state: str) -> None:
+        """A lifecycle change (``ERRORED``, ``RUNNING``): reported at once, as agents do."""
+        self.states[component] = state
+        self.publish_status()
 
     def drop(self) -> None:
         """Vanish without a DISCONNECT (a crash or a power cut): the broker fires the will."""
@@ -238,7 +244,7 @@ class SimDevice:
             components[name] = {
                 "version": running.version,
                 "sha256": running.sha256,
-                "state": "RUNNING",
+                "state": self.states.get(name, "RUNNING"),
                 "queue_depth": 0,
                 "workers": 1,
                 "invocations": c["invocations"],
