@@ -248,12 +248,29 @@ def _open_part(part: Path, size: int) -> Iterator[int]:
 
 
 # -- from an object store --------------------------------------------------------------------
-class HttpFetcher:
-    """GET a (presigned) URL into the cache, resuming a partial file with ``Range``."""
+class _Retry(Exception):
+    """A transient failure of one GET: resume with ``Range`` from what is on disk."""
 
-    def __init__(self, *, timeout: float = 30.0, ca_bundle: Path | None = None) -> None:
+
+class HttpFetcher:
+    """GET a (presigned) URL into the cache, resuming a partial file with ``Range``.
+
+    A connection that breaks mid-body (or a 5xx, or a refused connection) is retried
+    from the bytes already on disk until ``timeout`` seconds pass without a new byte.
+    A 400/403 on the presigned URL (expired, or the clock is off) switches once to
+    ``own_url()``, a GET signed with the device's own credentials, when one is given.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        ca_bundle: Path | None = None,
+        wait: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._timeout = timeout
         self._ca = ca_bundle
+        self._wait = wait
 
     def fetch(
         self,
@@ -264,16 +281,63 @@ class HttpFetcher:
         progress: Progress,
         pause: Pause,
         cancelled: Callable[[], bool],
+        own_url: Callable[[], str] | None = None,
     ) -> Path:
+        part = cache.root / f"{ref.sha256}.part"
+        last_byte = time.monotonic()
+        delay = 0.1
+        paused = False
+        while True:
+            if cancelled():
+                raise ArtifactError("transfer cancelled")
+            have = part.stat().st_size if part.exists() else 0
+            if have > ref.size:
+                part.unlink()
+                have = 0
+            try:
+                before = have
+                have, paused = self._get(ref, part, url, have, progress, pause, paused, cancelled)
+                break
+            except _Expired as exc:
+                if own_url is None:
+                    raise ArtifactError(f"artifact {ref.sha256[:12]}: GET failed: {exc}") from None
+                log.info("artifact %s: presigned GET refused (%s); using the device's "
+                         "credentials", ref.sha256[:12], exc)  # fmt: skip
+                url, own_url = own_url(), None
+                continue
+            except _Retry as exc:
+                now_have = part.stat().st_size if part.exists() else 0
+                if now_have > before:
+                    last_byte = time.monotonic()
+                    delay = 0.1
+                if time.monotonic() - last_byte > self._timeout:
+                    raise ArtifactError(
+                        f"artifact {ref.sha256[:12]}: transfer stalled at {now_have}/{ref.size} "
+                        f"bytes: {exc}"
+                    ) from None
+                log.warning("artifact %s: download interrupted at %d/%d bytes (%s); resuming",
+                            ref.sha256[:12], now_have, ref.size, exc)  # fmt: skip
+                self._wait(delay)
+                delay = min(delay * 2, 2.0)
+        return cache.finish(ref, part)
+
+    def _get(
+        self,
+        ref: ArtifactRef,
+        part: Path,
+        url: str,
+        have: int,
+        progress: Progress,
+        pause: Pause,
+        paused: bool,
+        cancelled: Callable[[], bool],
+    ) -> tuple[int, bool]:
+        """One GET from byte ``have``; returns the bytes on disk when the body ended."""
+        import http.client
         import ssl
         import urllib.error
         import urllib.request
 
-        part = cache.root / f"{ref.sha256}.part"
-        have = part.stat().st_size if part.exists() else 0
-        if have > ref.size:
-            part.unlink()
-            have = 0
         request = urllib.request.Request(url)  # noqa: S310 - http(s) only, checked by the model
         if have:
             request.add_header("Range", f"bytes={have}-")
@@ -283,39 +347,59 @@ class HttpFetcher:
                 request, timeout=self._timeout, context=context
             )
         except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have == ref.size:
-                return cache.finish(ref, part)
+            if exc.code == 416:
+                if have == ref.size:
+                    return have, paused
+                part.unlink(missing_ok=True)  # not the object we started: start over
+                raise _Retry("HTTP 416 for the partial file") from None
+            if exc.code in (400, 403):
+                raise _Expired(f"HTTP {exc.code}") from None
+            if exc.code == 404:
+                raise ArtifactError(
+                    f"artifact {ref.sha256[:12]}: not in the object store (HTTP 404)"
+                ) from None
+            if exc.code >= 500 or exc.code in (408, 429):
+                raise _Retry(f"HTTP {exc.code}") from None
             raise ArtifactError(
                 f"artifact {ref.sha256[:12]}: GET failed: HTTP {exc.code}"
             ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise ArtifactError(f"artifact {ref.sha256[:12]}: GET failed: {exc}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise _Retry(str(getattr(exc, "reason", exc)) or type(exc).__name__) from None
         with response:
-            if have and response.status != 206:
+            if have and (response.status != 206
+                         or not str(response.headers.get("Content-Range", "")).startswith(
+                             f"bytes {have}-")):  # fmt: skip
                 have = 0  # the server ignored the range: start over
-            mode = "ab" if have else "wb"
-            with part.open(mode) as out:
+            with part.open("ab" if have else "wb") as out:
                 progress(have, ref.size)
-                first = True
-                while True:
-                    if cancelled():
-                        raise ArtifactError("transfer cancelled")
-                    block = response.read(64 * 1024)
-                    if not block:
-                        break
-                    out.write(block)
-                    have += len(block)
-                    if have > ref.size:
-                        break
-                    progress(have, ref.size)
-                    if first:
-                        out.flush()
-                        os.fsync(out.fileno())
-                        first = False
-                        pause("download")
+                try:
+                    while True:
+                        if cancelled():
+                            raise ArtifactError("transfer cancelled")
+                        block = response.read(64 * 1024)
+                        if not block:
+                            break
+                        out.write(block)
+                        have += len(block)
+                        if have > ref.size:
+                            break
+                        progress(have, ref.size)
+                        if not paused:
+                            out.flush()
+                            os.fsync(out.fileno())
+                            paused = True
+                            pause("download")
+                except (OSError, http.client.HTTPException) as exc:
+                    out.flush()
+                    os.fsync(out.fileno())
+                    raise _Retry(f"{type(exc).__name__}: {exc}") from None
                 out.flush()
                 os.fsync(out.fileno())
-        return cache.finish(ref, part)
+        return have, paused
+
+
+class _Expired(Exception):
+    """The presigned URL was refused (expired, or signed for another clock)."""
 
 
 # -- unpacking -------------------------------------------------------------------------------

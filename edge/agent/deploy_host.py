@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.agent.agent import Agent
+from edge.agent.artifacts import HttpFetcher
 from edge.agent.component import ComponentRunner, Finished
 from edge.agent.deployer import Deployer, DeployState, Health
 from edge.agent.worker import Outcome, Worker, WorkerDied
@@ -117,11 +118,20 @@ def attach_deployer(agent: Agent, bus: Bus, device: DeviceConfig, data_dir: Path
         verify(signed, load_public_key(key_path), source=source)
 
     def connect_download() -> Bus:
-        from edge.mqtt.paho_bus import BrokerAddress, PahoBus
-
         broker = device.broker
-        address = BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key)
-        download = PahoBus(address, client_id=f"edge-agent-{device.thing_name}-artifacts")
+        client_id = f"edge-agent-{device.thing_name}-artifacts"
+        download: Bus
+        if broker.client == "awsiot":
+            from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+
+            endpoint = Endpoint.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key)
+            download = IotCoreBus(endpoint, client_id=client_id)
+        else:
+            from edge.mqtt.paho_bus import BrokerAddress, PahoBus
+
+            address = BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert,
+                                          key=broker.key)  # fmt: skip
+            download = PahoBus(address, client_id=client_id)
         download.connect(timeout=10)
         return download
 
@@ -136,6 +146,7 @@ def attach_deployer(agent: Agent, bus: Bus, device: DeviceConfig, data_dir: Path
         verify=check_signature,
         connect_download=connect_download,
         stall_timeout=stall,
+        http=HttpFetcher(timeout=stall, ca_bundle=device.cloud.ca_bundle),
         s3_url=_s3_presigner(device),
     )
     agent.status_extras["deployment"] = deployer.report_json
@@ -143,19 +154,29 @@ def attach_deployer(agent: Agent, bus: Bus, device: DeviceConfig, data_dir: Path
 
 
 def _s3_presigner(device: DeviceConfig) -> Any:
-    """Artifacts in S3 without a presigned URL: presign locally with the device's credentials."""
+    """Artifacts in S3 without a usable presigned URL: presign locally with the device's
+    own credentials (the usual chain) against ``cloud.s3_endpoint``; no request is made."""
+    client: Any = None
 
     def presign(bucket: str, key: str) -> str:
-        from edge.aws.session import make_client, make_session
+        nonlocal client
+        from edge.agent.artifacts import ArtifactError
 
-        cloud = device.cloud
-        client = make_client(
-            make_session(cloud.region), "s3", endpoint_url=cloud.s3_endpoint,
-            ca_bundle=str(cloud.ca_bundle) if cloud.ca_bundle else None,
-        )  # fmt: skip
-        url: str = client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900
-        )
+        try:
+            if client is None:
+                from edge.aws.session import client_config, make_client, make_session
+
+                cloud = device.cloud
+                client = make_client(
+                    make_session(cloud.region), "s3", endpoint_url=cloud.s3_endpoint,
+                    ca_bundle=cloud.ca_bundle, region=cloud.region,
+                    config=client_config(s3_path_style=cloud.s3_endpoint is not None),
+                )  # fmt: skip
+            url: str = client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900
+            )
+        except Exception as exc:  # botocore: no credentials, bad endpoint
+            raise ArtifactError(f"cannot sign a GET of s3://{bucket}/{key}: {exc}") from exc
         return url
 
     return presign

@@ -38,6 +38,7 @@ import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ PAUSE_ENV = "EDGE_TEST_PAUSE_AT"
 PAUSE_FILE_ENV = "EDGE_TEST_PAUSE_FILE"
 STATE_VERSION = 1
 HEALTH_POLL = 0.05
+#: Raw documents held until the deployer thread reads them (a burst beyond this keeps
+#: the newest; only the newest valid one is ever applied anyway).
+INBOX_LIMIT = 16
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,10 @@ class Deployer:
         self._clock = clock
         self.cache = ArtifactCache(self._root / "artifacts")
         self.state = DeployState.load(self._state_path)
-        self._next: bytes | None = None
+        #: Documents received, not yet verified (the MQTT thread only appends).
+        self._inbox: deque[bytes] = deque(maxlen=INBOX_LIMIT)
+        #: The one verified document waiting for the deployment in flight (never two).
+        self._queued: tuple[DesiredState, bytes] | None = None
         self._wake = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -266,26 +273,69 @@ class Deployer:
         if not message.payload:
             return  # the retained document was cleared
         with self._wake:
-            self._next = message.payload
+            self._inbox.append(message.payload)
             self._wake.notify_all()
-
-    def _take(self, wait: bool) -> bytes | None:
-        with self._wake:
-            while wait and self._next is None and not self._stopped:
-                self._wake.wait()
-            payload, self._next = self._next, None
-            return payload
 
     def _run(self) -> None:
         try:
             if self.state.inflight is not None:
                 self._resume()
-            while not self._stopped:
-                payload = self._take(wait=True)
-                if payload is not None and not self._stopped:
-                    self.handle(payload)
+            while True:
+                with self._wake:
+                    while not self._inbox and self._queued is None and not self._stopped:
+                        self._wake.wait()
+                    if self._stopped:
+                        return
+                self._intake(None)
+                queued, self._queued = self._queued, None
+                if queued is not None:
+                    self._apply(*queued)
         except Exception:
             log.exception("deployer stopped by a bug")
+
+    def _intake(self, inflight: DesiredState | None) -> None:
+        """Verify what arrived. A valid newer document becomes the queued one (reported
+        ``QUEUED`` while ``inflight`` runs); one already queued is dropped as superseded,
+        so at most one document ever waits."""
+        while True:
+            with self._wake:
+                if not self._inbox:
+                    return
+                payload = self._inbox.popleft()
+            try:
+                desired = self.check(payload)
+            except EdgeError as exc:
+                self._reject(payload, str(exc))
+                continue
+            if desired is None:
+                continue  # a repeat of the accepted document
+            waiting = self._queued[0] if self._queued is not None else None
+            if waiting is not None:
+                if (desired.sequence, desired.deployment_id) == (
+                    waiting.sequence, waiting.deployment_id
+                ):  # fmt: skip
+                    continue  # a repeat of the queued document
+                if desired.sequence < waiting.sequence:
+                    self._reject(payload, f"replayed document: sequence {desired.sequence} "
+                                          f"is not newer than the queued {waiting.sequence}")
+                    continue
+                self._report_waiting(waiting, "FAILED", f"superseded by {desired.deployment_id}")
+            self._queued = (desired, payload)
+            if inflight is not None:
+                log.info("deployment %s queued behind %s", desired.deployment_id,
+                         inflight.deployment_id)  # fmt: skip
+                self._report_waiting(desired, "QUEUED", "")
+
+    def _report_waiting(self, desired: DesiredState, state: str, reason: str) -> None:
+        now = self._clock()
+        self._publish(
+            DeploymentReport(
+                thing=self.thing, deployment_id=desired.deployment_id, sequence=desired.sequence,
+                state=state, reason=reason, started_at=now, updated_at=now,
+                running=self._running(), applied=self.state.applied, rollout=desired.rollout,
+            ),
+            persist=True,
+        )  # fmt: skip
 
     # -- one document ----------------------------------------------------------------------
     def check(self, payload: bytes) -> DesiredState | None:
@@ -407,7 +457,7 @@ class Deployer:
         self._phase(report, "download")
         for spec in changed.values():
             if not self._release(spec).is_dir() and not self.cache.has(spec.artifact.sha256):
-                self._fetch(report, spec)
+                self._fetch(report, desired, spec)
             self._check_superseded(desired)
         self._phase(report, "unpack")
         manifests: dict[str, ComponentManifest] = {}
@@ -426,7 +476,7 @@ class Deployer:
         self._check_superseded(desired)
         return manifests
 
-    def _fetch(self, report: DeploymentReport, spec: ComponentSpec) -> None:
+    def _fetch(self, report: DeploymentReport, desired: DesiredState, spec: ComponentSpec) -> None:
         ref = spec.artifact
 
         def progress(done: int, total: int) -> None:
@@ -436,16 +486,21 @@ class Deployer:
                 self._publish(report.evolve(transfer=(done, total), updated_at=self._clock()))
 
         def cancelled() -> bool:
+            self._intake(desired)  # a newer document is reported QUEUED while this runs
             return self._stopped
 
         if ref.s3 is not None:
-            url = ref.s3.url
-            if url is None:
-                if self._s3_url is None:
+            bucket, key, presign = ref.s3.bucket, ref.s3.key, self._s3_url
+
+            def own_url() -> str:
+                if presign is None:
                     raise ArtifactError(f"artifact {ref.sha256[:12]}: no S3 access configured")
-                url = self._s3_url(ref.s3.bucket, ref.s3.key)
+                return presign(bucket, key)
+
+            url = ref.s3.url or own_url()
             self._http.fetch(ref, self.cache, url, progress=progress, pause=self._pause,
-                             cancelled=cancelled)  # fmt: skip
+                             cancelled=cancelled,
+                             own_url=own_url if ref.s3.url and presign else None)  # fmt: skip
         else:
             self._chunks.fetch(ref, self.cache, progress=progress, pause=self._pause,
                                cancelled=cancelled)  # fmt: skip
@@ -506,7 +561,10 @@ class Deployer:
             with self._wake:
                 if self._stopped:
                     return
-                self._wake.wait(HEALTH_POLL)
+                if not self._inbox:
+                    self._wake.wait(HEALTH_POLL)
+            # A newer document waits for the window (QUEUED), then the main loop applies it.
+            self._intake(desired)
         if problem is None:
             self.state.previous = dict(previous)
             self._succeed(report, desired)
@@ -559,23 +617,11 @@ class Deployer:
         )
 
     def _check_superseded(self, desired: DesiredState) -> None:
-        while True:
-            with self._wake:
-                payload = self._next
-                if payload is None:
-                    return
-                self._next = None
-            try:
-                newer = self.check(payload)
-            except EdgeError as exc:
-                self._reject(payload, str(exc))
-                continue
-            if newer is None or newer.sequence <= desired.sequence:
-                continue
-            with self._wake:  # hand it back to the main loop, which applies it next
-                if self._next is None:
-                    self._next = payload
-            raise Superseded(newer.deployment_id)
+        """At a phase boundary before the switch: give way to a newer document (the main
+        loop applies the queued one next)."""
+        self._intake(desired)
+        if self._queued is not None:
+            raise Superseded(self._queued[0].deployment_id)
 
     # -- helpers ----------------------------------------------------------------------------
     def _notify_paused(self, phase: str) -> None:

@@ -37,6 +37,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--broker", help="override the device file's broker.url")
     p.add_argument(
+        "--mqtt-client", choices=("paho", "awsiot"),
+        help="override the device file's broker.client: paho-mqtt, or awsiotsdk's MQTT 5 "
+        "client (AWS IoT Core)",
+    )
+    p.add_argument(
         "--results-dir", type=Path,
         help="also write every result to this local directory (air-gapped use, tests)",
     )
@@ -174,16 +179,28 @@ def run(args: argparse.Namespace) -> int:
         logs.configure(device.name, args.log_level, args.log_format)
         if args.broker:
             device = replace(device, broker=replace(device.broker, url=args.broker))
+        if args.mqtt_client:
+            device = replace(device, broker=replace(device.broker, client=args.mqtt_client))
         broker: BrokerConfig = device.broker
-        bus = PahoBus(
-            BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
-            client_id=f"edge-agent-{device.thing_name}",
-            persistent=True,
-            manual_ack=True,
-            will=Will(
-                status_topic(device.thing_name), offline_will(device.name, device.thing_name)
-            ),
-        )
+        will = Will(status_topic(device.thing_name), offline_will(device.name, device.thing_name))
+        if broker.client == "awsiot":
+            from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+
+            bus = IotCoreBus(
+                Endpoint.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
+                client_id=f"edge-agent-{device.thing_name}",
+                persistent=True,
+                manual_ack=True,
+                will=will,
+            )
+        else:
+            bus = PahoBus(
+                BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
+                client_id=f"edge-agent-{device.thing_name}",
+                persistent=True,
+                manual_ack=True,
+                will=will,
+            )
         data_dir = args.data_dir
     components = [load_component(path) for path in args.component]
     if not args.greengrass:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.deploy.s3_artifacts import PRESIGN_EXPIRY, ArtifactStore, Endpoint
 from edge.deploy.signing import PrivateKey, sign
 from edge.errors import BrokerError, DeployError, UsageError, ValidationError
 from edge.model.deployment import (
@@ -54,6 +55,9 @@ STRATEGIES = ("all-at-once", "rolling", "canary")
 #: A device's own terminal states, plus the two the CLI decides on its side.
 FAILED_STATES = frozenset({"FAILED", "ROLLED_BACK", "TIMED_OUT"})
 
+#: Report states of a newer document that mean the device moved past ours.
+_STARTED = frozenset({"IN_PROGRESS", "SUCCEEDED", "ROLLED_BACK"})
+
 Progress = Callable[[str, int, int], None]
 DeviceEvent = Callable[[str, str, str], None]  # (device, state, detail)
 
@@ -69,10 +73,19 @@ def _quiet_event(device: str, state: str, detail: str) -> None:
 # -- what a deployment is made of ------------------------------------------------------------
 @dataclass(frozen=True)
 class LocalArtifact:
-    """A built zip on this machine and where it goes."""
+    """A built zip on this machine and where it goes: retained chunks on the broker, or
+    ``ref.s3`` on the object store at ``endpoint`` (the device's ``cloud``)."""
 
     path: Path
     ref: ArtifactRef
+    endpoint: Endpoint | None = None
+
+    @property
+    def destination(self) -> tuple[str, ...]:
+        """What makes two uploads the same: the digest and where it goes."""
+        if self.ref.s3 is None or self.endpoint is None:
+            return (self.ref.sha256, "broker")
+        return (self.ref.sha256, self.ref.s3.bucket, self.ref.s3.key, str(self.endpoint))
 
 
 @dataclass(frozen=True)
@@ -256,7 +269,10 @@ class ControlChannel:
                         continue
                     if report.deployment_id == desired.deployment_id and report.final:
                         results[thing] = report
-                    elif report.sequence > desired.sequence:
+                    elif report.sequence > desired.sequence and report.state in _STARTED:
+                        # A newer document started, so ours is over (we missed its report).
+                        # One that is QUEUED waits for ours; a FAILED one was rejected or
+                        # dropped while queued: neither ends ours.
                         results[thing] = report.evolve(
                             state="FAILED", reason=f"superseded by {report.deployment_id}"
                         )
@@ -342,13 +358,25 @@ def plan_rollout(
     health_window: float | None = None,
     timeout: float = 60.0,
     uploaded: Callable[[LocalArtifact], bool] = lambda a: False,
+    presign: Callable[[LocalArtifact], LocalArtifact] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RolloutPlan:
     """What to send to each device: merge ``components`` into its current desired state,
-    drop ``remove``, or (``restore_previous``) go back to the state that one replaced."""
+    drop ``remove``, or (``restore_previous``) go back to the state that one replaced.
+    ``presign`` adds a presigned GET to artifacts that live in an object store."""
     rollout_id = "r-" + new_deployment_id(clock)[2:]
     plans: dict[str, DevicePlan] = {}
-    uploads: dict[str, LocalArtifact] = {}
+    uploads: dict[tuple[str, ...], LocalArtifact] = {}
+    signed_urls: dict[tuple[str, ...], LocalArtifact] = {}
+
+    def artifact_for(comp: NewComponent, device: DeviceConfig) -> LocalArtifact:
+        art = _artifact_for(comp, device)
+        if presign is None or art.ref.s3 is None:
+            return art
+        if art.destination not in signed_urls:
+            signed_urls[art.destination] = presign(art)
+        return signed_urls[art.destination]
+
     for device in devices:
         thing = device.thing_name
         now = current.get(thing)
@@ -366,7 +394,7 @@ def plan_rollout(
                                      f"(deployed: {known})")  # fmt: skip
                 del wanted[name]
             for comp in components:
-                artifact = _artifact_for(comp, device)
+                artifact = artifact_for(comp, device)
                 wanted[comp.name] = ComponentSpec(comp.name, comp.version, artifact.ref, comp.smoke)
         window = health_window if health_window is not None else (
             now.health_window if now else 10.0)  # fmt: skip
@@ -390,13 +418,13 @@ def plan_rollout(
         needed = []
         if not unchanged:
             for comp in components:
-                art = _artifact_for(comp, device)
+                art = artifact_for(comp, device)
                 if comp.name in wanted and (
                     comp.name not in base or base[comp.name].key != wanted[comp.name].key
                 ):
                     needed.append(art)
                     if not uploaded(art):
-                        uploads.setdefault(art.ref.sha256, art)
+                        uploads.setdefault(art.destination, art)
         plans[device.name] = DevicePlan(
             device=device.name, thing=thing, desired=desired, current=now,
             changes=changes or ("no component changes",), send=not unchanged,
@@ -423,8 +451,9 @@ def _artifact_for(comp: NewComponent, device: DeviceConfig) -> LocalArtifact:
     if device.artifacts is not None:
         key = f"{device.artifacts.prefix}{artifact.ref.sha256}.zip"
         artifact = replace(
-            artifact, ref=replace(artifact.ref, s3=S3Source(device.artifacts.bucket, key))
-        )
+            artifact, ref=replace(artifact.ref, s3=S3Source(device.artifacts.bucket, key)),
+            endpoint=Endpoint.of(device.cloud),
+        )  # fmt: skip
     return artifact
 
 
@@ -450,7 +479,7 @@ class Executor:
 
     channel: ControlChannel
     key: PrivateKey
-    s3_upload: Callable[[LocalArtifact], None] | None = None
+    store: ArtifactStore | None = None
     progress: Progress = _quiet_progress
     on_device: DeviceEvent = _quiet_event
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -560,10 +589,10 @@ class Executor:
 
     # -- artifacts --------------------------------------------------------------------------
     def upload(self, artifact: LocalArtifact) -> None:
-        if artifact.ref.s3 is not None:
-            if self.s3_upload is None:
+        if artifact.ref.s3 is not None and artifact.endpoint is not None:
+            if self.store is None:
                 raise DeployError(f"{artifact.path.name}: no S3 client to upload with")
-            self.s3_upload(artifact)
+            self.store.upload(artifact.path, artifact.ref, artifact.endpoint)
             return
         publish_chunks(self.channel.bus, artifact.path, artifact.ref, self.chunk_size,
                        self.progress)  # fmt: skip
@@ -612,6 +641,8 @@ class BrokerAccess:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    #: The MQTT client library: "paho", or "awsiot" (awsiotsdk's MQTT 5 client).
+    client: str = "paho"
 
 
 @dataclass(frozen=True)
@@ -629,6 +660,8 @@ class DirectRequest:
     key_path: Path = Path("keys/fleet.key")
     broker: BrokerAccess | None = None
     dry_run: bool = False
+    #: Seconds the presigned GET of an artifact in S3 stays valid.
+    presign_expiry: int = PRESIGN_EXPIRY
 
 
 def broker_access(device: DeviceConfig, project: Path, override: str | None) -> BrokerAccess:
@@ -637,17 +670,25 @@ def broker_access(device: DeviceConfig, project: Path, override: str | None) -> 
     certs = project / "certs"
     cert, key = certs / "edgectl.crt", certs / "edgectl.key"
     ca = device.broker.ca or (certs / "ca.crt" if (certs / "ca.crt").is_file() else None)
+    client = device.broker.client
     if cert.is_file() and key.is_file():
-        return BrokerAccess(url, ca, cert, key)
-    return BrokerAccess(url, ca)
+        return BrokerAccess(url, ca, cert, key, client=client)
+    return BrokerAccess(url, ca, client=client)
 
 
 def connect(access: BrokerAccess, timeout: float = 10.0) -> tuple[Bus, ControlChannel]:
-    from edge.mqtt.paho_bus import BrokerAddress, PahoBus
-
-    address = BrokerAddress.parse(access.url, ca=access.ca, cert=access.cert, key=access.key)
     client_id = f"edgectl-{secrets.token_hex(6)}"
-    bus = PahoBus(address, client_id=client_id)
+    bus: Bus
+    if access.client == "awsiot":
+        from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+
+        endpoint = Endpoint.parse(access.url, ca=access.ca, cert=access.cert, key=access.key)
+        bus = IotCoreBus(endpoint, client_id=client_id)
+    else:
+        from edge.mqtt.paho_bus import BrokerAddress, PahoBus
+
+        address = BrokerAddress.parse(access.url, ca=access.ca, cert=access.cert, key=access.key)
+        bus = PahoBus(address, client_id=client_id)
     bus.connect(timeout=timeout)
     return bus, ControlChannel(bus, client_id)
 
@@ -714,14 +755,19 @@ def run_direct(
     *,
     progress: Progress = _quiet_progress,
     on_device: DeviceEvent = _quiet_event,
-    s3_upload: Callable[[LocalArtifact], None] | None = None,
+    store: ArtifactStore | None = None,
 ) -> tuple[RolloutPlan, RolloutResult | None]:
-    """Build, plan, and (unless ``dry_run``) execute; see the module docstring."""
+    """Build, plan, and (unless ``dry_run``) execute; see the module docstring.
+
+    Devices with ``artifacts.s3`` get their artifacts through ``store`` (default: one
+    built from the usual AWS credential chain), presigned unless this is a dry run."""
     if not request.devices:
         raise UsageError("no devices to deploy to")
     from edge.deploy.signing import load_private_key
 
     key = None if request.dry_run else load_private_key(request.key_path)
+    if store is None and any(d.artifacts is not None for d in request.devices):
+        store = ArtifactStore(expiry=request.presign_expiry, progress=progress)
     components = build_components(request.component_dirs, request.devices, progress)
     window = window_from(request.component_dirs, request.health_window)
     access = request.broker or BrokerAccess(request.devices[0].broker.url)
@@ -744,12 +790,20 @@ def run_direct(
             max_failures=request.max_failures, health_window=window,
             timeout=request.timeout + (window if window is not None else 10.0),
             uploaded=uploaded,
+            presign=None if request.dry_run or store is None
+            else lambda art: _presigned(store, art),
         )  # fmt: skip
         if request.dry_run:
             return plan, None
         assert key is not None
-        executor = Executor(channel, key, s3_upload=s3_upload, progress=progress,
+        executor = Executor(channel, key, store=store, progress=progress,
                             on_device=on_device)  # fmt: skip
         return plan, executor.run(plan)
     finally:
         bus.close()
+
+
+def _presigned(store: ArtifactStore, artifact: LocalArtifact) -> LocalArtifact:
+    assert artifact.ref.s3 is not None and artifact.endpoint is not None
+    source = store.presign(artifact.ref.s3, artifact.endpoint)
+    return replace(artifact, ref=replace(artifact.ref, s3=source))

@@ -22,6 +22,7 @@ __all__ = [
     "ArtifactStore",
     "CLASS_ARCHITECTURES",
     "DEVICE_CLASSES",
+    "MQTT_CLIENTS",
     "OUTBOX_POLICIES",
     "BrokerConfig",
     "CloudConfig",
@@ -53,6 +54,9 @@ ARCHITECTURE_ALIASES = {
 }
 OPERATING_SYSTEMS = ("linux",)
 OUTBOX_POLICIES = ("backpressure", "drop-oldest")
+#: The MQTT client library behind the bus: paho-mqtt, or awsiotsdk's MQTT 5 client
+#: (``awscrt``) for fleets on AWS IoT Core.
+MQTT_CLIENTS = ("paho", "awsiot")
 DEVICE_SUFFIXES = (".yaml", ".yml")
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -82,6 +86,7 @@ class BrokerConfig:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    client: str = "paho"  # one of MQTT_CLIENTS
 
     @property
     def tls(self) -> bool:
@@ -258,7 +263,7 @@ def _check_url(section: Section, key: str, url: str, schemes: tuple[str, str]) -
 
 
 def _broker(doc: Section, base: Path) -> BrokerConfig:
-    section = doc.required_section("broker", ("url", "ca", "cert", "key"))
+    section = doc.required_section("broker", ("url", "ca", "cert", "key", "client"))
     url = section.string("url")
     _check_url(section, "url", url, ("mqtt", "mqtts"))
     if urlsplit(url).path not in ("", "/"):
@@ -268,6 +273,7 @@ def _broker(doc: Section, base: Path) -> BrokerConfig:
         ca=section.path("ca", base),
         cert=section.path("cert", base),
         key=section.path("key", base),
+        client=section.choice("client", MQTT_CLIENTS, default="paho"),
     )
     for key in ("ca", "cert", "key"):
         if section.has(key) and not broker.tls:
