@@ -113,6 +113,7 @@ class IotCoreBus:
         self._lock = threading.Lock()
         self._conn_handlers: list[ConnectionHandler] = []
         self._connected = threading.Event()
+        self._attempted = threading.Event()  # a connection attempt succeeded or failed
         self._stopped = threading.Event()
         self._failure: str | None = None
         self._acks: dict[int, Any] = {}  # token -> PublishAcknowledgementControlHandle
@@ -123,9 +124,12 @@ class IotCoreBus:
 
     # -- connection ---------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> None:
-        """Start and wait for CONNACK; ``BrokerError`` if that takes over ``timeout``."""
+        """Start and wait for CONNACK; ``BrokerError`` at the first failed attempt (a refused
+        handshake, no listener) or when none succeeded within ``timeout``."""
+        self._attempted.clear()
         self.start()
-        if not self._connected.wait(timeout):
+        self._attempted.wait(timeout)
+        if not self._connected.is_set():
             detail = self._failure or "no answer"
             self.close()
             raise BrokerError(f"cannot connect to broker {self.address.url}: {detail}")
@@ -321,6 +325,7 @@ class IotCoreBus:
                 subs = [(f, q) for f, (_, q) in self._subs.items()]
             self._subscribe(subs)
             self._connected.set()
+            self._attempted.set()
             log.info("connected to %s as %s (awscrt)", self.address.url, self.client_id)
             for handler in self._conn_handlers:
                 handler(True)
@@ -330,6 +335,7 @@ class IotCoreBus:
     def _on_failure(self, data: Any) -> None:
         try:
             self._failure = str(data.exception or data.connack_packet)
+            self._attempted.set()
             log.warning("broker %s: connection failed: %s", self.address.url, self._failure)
         except Exception:
             log.exception("error in connection failure handler")
