@@ -87,7 +87,9 @@ class Observability:
 
         self.history = DeploymentHistory(data_dir / "status" / "deployments.json", current_report)
         agent.status_extras["deployments"] = self.history.snapshot
-        root = Path(getattr(getattr(agent, "function_logs", None), "root", data_dir / LOGS_DIRNAME))
+        # Where the runtime writes function logs (RuntimeServices.logs, --log-dir).
+        logs = getattr(getattr(agent, "services", None), "logs", None)
+        root = Path(getattr(logs, "root", data_dir / LOGS_DIRNAME))
         self.logs = LogServer(bus, agent.thing, root, lambda: sorted(agent.runners))
         self.metrics = None
         if metrics_port is not None:

@@ -40,7 +40,18 @@ COMMAND_MODULES = [
 ]
 
 
-def build_app() -> typer.Typer:
+#: Commands that scripts run in loops (``fleet status`` has a 2 s budget at 1,000
+#: devices): when the first argument names one, only its modules are imported,
+#: which saves the 0.2-0.3 s that importing every command module costs. A module
+#: that adds a command to one of these groups must be listed here too.
+FAST_PATHS: dict[str, tuple[str, ...]] = {
+    "fleet": ("edge.cli.cmd_fleet",),
+    "device": ("edge.cli.cmd_device", "edge.cli.cmd_device_show"),
+    "logs": ("edge.cli.cmd_logs",),
+}
+
+
+def build_app(argv: list[str] | None = None) -> typer.Typer:
     app = typer.Typer(
         name="edgectl",
         help="Build, deploy and run Lambda-style functions on edge devices.",
@@ -48,9 +59,19 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for name in COMMAND_MODULES:
+    first = argv[0] if argv else None
+    modules = FAST_PATHS.get(first, COMMAND_MODULES) if first else COMMAND_MODULES
+    if modules is not COMMAND_MODULES:
+        # A typer app with a single command runs it without its name; a callback keeps
+        # ``edgectl logs ...`` a group with one command.
+        app.callback()(_group)
+    for name in modules:
         importlib.import_module(name).register(app)
     return app
+
+
+def _group() -> None:
+    """Build, deploy and run Lambda-style functions on edge devices."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Library loggers stay quiet unless something needs the user's attention.
     logging.basicConfig(level=logging.WARNING, format="edgectl: %(levelname)s: %(message)s")
-    app = build_app()
+    app = build_app(sys.argv[1:] if argv is None else argv)
     try:
         # Without standalone mode click *returns* the code of a typer.Exit instead of
         # raising it; dropping it would turn a failed command into exit 0.

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import UsageError, ValidationError
-from edge.fleet.document import classify, invalid_row, parse_status
+from edge.fleet.document import StatusDoc, classify, invalid_row, parse_status
 from edge.model.status import DeviceStatus, FleetStatus
 
 
@@ -34,19 +34,32 @@ def fleet_view(
     inventory: Iterable[Known] = (),
     group: str | None = None,
     states: Collection[str] = (),
+    cache: dict[str, tuple[bytes, StatusDoc | str]] | None = None,
 ) -> FleetStatus:
     """One row per thing with a document plus one per inventory device without one,
-    filtered by ``group`` and ``states``, those needing attention first."""
+    filtered by ``group`` and ``states``, those needing attention first.
+
+    ``cache`` (thing -> (payload, parsed document or the reason it is invalid))
+    lets ``--watch`` re-parse only the documents that changed since its last build."""
     known = {k.thing: k for k in inventory}
     rows: list[DeviceStatus] = []
     for thing, payload in payloads.items():
         entry = known.get(thing)
         groups: tuple[str, ...] = entry.groups if entry else ()
-        try:
-            doc = parse_status(thing, payload)
-        except ValidationError as exc:
-            row = invalid_row(entry.name if entry else thing, str(exc))
+        cached = cache.get(thing) if cache is not None else None
+        if cached is not None and cached[0] is payload:
+            parsed = cached[1]
         else:
+            try:
+                parsed = parse_status(thing, payload)
+            except ValidationError as exc:
+                parsed = str(exc)
+            if cache is not None:
+                cache[thing] = (payload, parsed)
+        if isinstance(parsed, str):
+            row = invalid_row(entry.name if entry else thing, parsed)
+        else:
+            doc = parsed
             groups = tuple(sorted(set(groups) | set(doc.groups)))
             row = classify(doc, now=now, name=entry.name if entry else None)
         if group is None or group in groups:
