@@ -138,3 +138,22 @@ def test_an_absent_devices_folder_is_an_empty_inventory(tmp_path: Path) -> None:
     from edge.fleet.view import load_known
 
     assert load_known(tmp_path / "nope") == Inventory((), ())
+
+
+def test_the_table_keeps_attention_rows_and_folds_the_rest_beyond_one_screen() -> None:
+    from rich.console import Console
+
+    from edge.cli.render_fleet import fleet_table
+
+    payloads = {f"d{i:02d}": status(f"d{i:02d}") for i in range(20)}
+    payloads["d07"] = status("d07", state="offline")
+    fleet = fleet_view(payloads, now=NOW)
+    console = Console(width=200, record=True)
+    console.print(fleet_table(fleet, max_rows=5))
+    text = console.export_text()
+    assert "d07" in text and "offline" in text  # attention first, always shown
+    assert "... 16 more" in text and "16 online" in text
+    assert "d19" not in text
+    console = Console(width=200, record=True)
+    console.print(fleet_table(fleet))
+    assert "d19" in console.export_text()
