@@ -50,6 +50,7 @@ REPLY_PREFIX = "edgectl/logs/"
 LEASE = 30.0
 POLL = 0.5
 MAX_LIMIT = 10_000
+MAX_FOLLOWERS = 8  # concurrent follow sessions (one polling thread each)
 BATCH_BYTES = 64 * 1024
 _REPLY = re.compile(r"edgectl/logs/[A-Za-z0-9_\-]{1,64}")
 _ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -187,6 +188,10 @@ class LogServer:
         reply_to = req.get("reply_to")
         if not isinstance(reply_to, str) or not _REPLY.fullmatch(reply_to):
             log.info("log request ignored: reply_to must be %s<id>", REPLY_PREFIX)
+            return
+        if req.get("follow") and self.following >= MAX_FOLLOWERS:
+            busy = f"{MAX_FOLLOWERS} log sessions are already following; try later"
+            self._send(reply_to, ident, 0, [], done=True, error=busy)
             return
         threading.Thread(target=self._serve, args=(ident, reply_to, req), name="logserve",
                          daemon=True).start()  # fmt: skip
