@@ -48,7 +48,10 @@ def fleet_table(status: FleetStatus, *, max_rows: int | None = None) -> Table:
     counts = ", ".join(f"{n} {s}" for s, n in status.counts().items() if n)
     table = Table(title=f"fleet ({status.backend}): {counts or 'no devices'}", title_justify="left")
     for column in COLUMNS:
-        table.add_column(column, overflow="fold")
+        if max_rows is None:
+            table.add_column(column, overflow="fold")
+        else:  # one line per row, so the rows counted are the lines used
+            table.add_column(column, no_wrap=True, overflow="ellipsis")
     rows = list(status.devices)
     shown = rows if max_rows is None or len(rows) <= max_rows else rows[: max(1, max_rows - 1)]
     for device in shown:
