@@ -7,6 +7,9 @@
 * ``deployments`` in the status document: the last ``HISTORY`` finished
   deployment reports, newest first, kept in ``<data dir>/status/deployments.json``
   so ``edgectl device show`` has a history across restarts;
+* a sink-health watch: the syncer has no change callback, so a sink turning
+  unhealthy (or healthy again) is noticed within ``SINK_WATCH`` seconds and
+  republished at once rather than at the next heartbeat;
 * the Prometheus endpoint (``edge.agent.metrics``) when ``--metrics-port`` is set.
 """
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LOGS_DIRNAME = "logs"
 HISTORY = 10
+SINK_WATCH = 2.0
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "ROLLED_BACK"})
 _HISTORY_KEYS = ("deployment_id", "sequence", "state", "reason", "started_at", "updated_at",
                  "rollout", "running")  # fmt: skip
@@ -76,8 +80,11 @@ class Observability:
         data_dir: Path,
         metrics_port: int | None = None,
         metrics_bind: str = "127.0.0.1",
+        sink_watch: float = SINK_WATCH,
     ) -> None:
         self._agent = agent
+        self._sink_watch = sink_watch
+        self._stopped = threading.Event()
         sampler = SystemSampler(data_dir)
         agent.status_extras["system"] = sampler.snapshot
 
@@ -105,7 +112,20 @@ class Observability:
 
             self.metrics = MetricsServer(build, bind=metrics_bind, port=metrics_port)
 
+    def _sink_states(self) -> dict[str, bool]:
+        health = getattr(getattr(self._agent, "syncer", None), "health", None) or {}
+        return {name: bool(getattr(h, "last_error", None)) for name, h in dict(health).items()}
+
+    def _watch_sinks(self) -> None:
+        seen = self._sink_states()
+        while not self._stopped.wait(self._sink_watch):
+            now = self._sink_states()
+            if now != seen:
+                seen = now
+                self._agent.status.changed()
+
     def start(self) -> None:
+        threading.Thread(target=self._watch_sinks, name="sink-watch", daemon=True).start()
         self.logs.start()
         if self.metrics is not None:
             self.metrics.start()
@@ -113,6 +133,7 @@ class Observability:
             log.info("metrics on http://%s:%d/metrics", host, port, extra={"stream": "agent"})
 
     def stop(self) -> None:
+        self._stopped.set()
         self.logs.stop()
         if self.metrics is not None:
             self.metrics.stop()

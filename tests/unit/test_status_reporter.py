@@ -71,6 +71,7 @@ def test_recent_counts_only_the_window() -> None:
 def test_a_replaced_component_starts_its_window_over() -> None:
     clock = Clock()
     counters = {"errors": 5}
+
     def build(state: str) -> dict[str, Any]:
         return {"components": {"c": dict(counters)}}
 
@@ -145,3 +146,58 @@ def test_log_lines_round_trip_through_the_runtime_writer(tmp_path: Path) -> None
     assert lines[0].ts == 1_800_000_015.25 and lines[0].request_id == "r-15"
     assert parse_line("c", "no tabs here") is None
     assert parse_line("c", "yesterday\tr\ttext") is None
+
+
+class FakeHealth:
+    def __init__(self) -> None:
+        self.last_error: str | None = None
+
+
+class FakeAgent:
+    """What ``Observability`` touches on an agent, and nothing else."""
+
+    def __init__(self) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        self.thing = "pi01"
+        self.runners: dict[str, object] = {}
+        self.status_extras: dict[str, Any] = {}
+        self.syncer = SimpleNamespace(health={"s3": FakeHealth()})
+        self.changes = threading.Semaphore(0)
+        self.status = SimpleNamespace(changed=self.changes.release)
+
+
+def test_a_sink_turning_unhealthy_is_published_without_waiting_for_the_heartbeat(
+    tmp_path: Path,
+) -> None:
+    from edge.agent.observe import Observability
+
+    agent = FakeAgent()
+    observe = Observability(agent, RecordingBus(), data_dir=tmp_path, sink_watch=0.01)
+    assert set(agent.status_extras) == {"system", "deployments"}
+    observe.start()
+    try:
+        agent.syncer.health["s3"].last_error = "AccessDenied"
+        assert agent.changes.acquire(timeout=5)
+        agent.syncer.health["s3"].last_error = None
+        assert agent.changes.acquire(timeout=5)
+    finally:
+        observe.stop()
+
+
+def test_finished_deployments_are_kept_newest_first_across_restarts(tmp_path: Path) -> None:
+    from edge.agent.observe import DeploymentHistory
+
+    current: dict[str, Any] = {"deployment_id": "d-1", "sequence": 1, "state": "IN_PROGRESS"}
+    path = tmp_path / "status" / "deployments.json"
+    history = DeploymentHistory(path, lambda: current)
+    assert history.snapshot() == []
+    current.update(state="SUCCEEDED")
+    assert [h["deployment_id"] for h in history.snapshot()] == ["d-1"]
+    assert len(history.snapshot()) == 1  # the same report is recorded once
+    current.update(deployment_id="d-2", sequence=2, state="ROLLED_BACK", reason="health")
+    again = DeploymentHistory(path, lambda: current)  # a restart
+    assert [(h["deployment_id"], h["state"]) for h in again.snapshot()] == [
+        ("d-2", "ROLLED_BACK"), ("d-1", "SUCCEEDED"),
+    ]  # fmt: skip
