@@ -47,6 +47,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 POLICIES = ("backpressure", "drop-oldest")
+#: What backpressure reserves for each pending record's results before any result was
+#: seen (a JSON result of a few hundred bytes in two sinks); then a moving average
+#: of the real sizes, kept across restarts.
+RESULT_ESTIMATE_PRIOR = 1024.0
 #: How many recorded messages the redelivery check looks back over. Mosquitto hands
 #: out packet ids per client in sequence (1..65535), so inside this window one packet
 #: id belongs to one message.
@@ -213,7 +217,8 @@ class Store:
         # Bytes of outbox rows one completed intake record adds, on average (moving):
         # backpressure reserves that much for each pending record, so intake stops
         # before results that are already on their way overrun the bound.
-        self._result_estimate = 0.0
+        self._result_estimate = RESULT_ESTIMATE_PRIOR
+        self._queued = 0  # intake rows handed to ``record`` and not committed yet
         self._outbox_bytes: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
         self._load_counters()
@@ -228,9 +233,12 @@ class Store:
         ):
             self._outbox_bytes[sink] = int(size)
         for key, value in self._conn.execute(
-            "SELECT key, value FROM meta WHERE key LIKE 'dropped:%'"
+            "SELECT key, value FROM meta WHERE key LIKE 'dropped:%' OR key = 'result_estimate'"
         ):
-            self._dropped[key.split(":", 1)[1]] = int(value)
+            if key == "result_estimate":
+                self._result_estimate = float(value)
+            else:
+                self._dropped[key.split(":", 1)[1]] = int(value)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -265,7 +273,7 @@ class Store:
         """What pending intake records will add to the outbox, estimated from the
         average of the results so far."""
         with self._bytes_lock:
-            return int(self._pending * self._result_estimate)
+            return int((self._pending + self._queued) * self._result_estimate)
 
     def full(self) -> bool:
         """True when the bound is reached under ``backpressure``: record nothing new.
@@ -304,6 +312,8 @@ class Store:
         identical readings published twice are two messages: the second is not
         DUP, or has another packet id.
         """
+        with self._bytes_lock:
+            self._queued += len(components)
         self._ops.put(
             _Intake(
                 components, topic, payload, properties, received_at or time.time(), done,
@@ -354,6 +364,7 @@ class Store:
         outbox_added = False
         intake_delta = 0
         pending_delta = 0
+        queued_delta = 0
         result_sizes: list[int] = []
         outbox_delta: dict[str, int] = {}
         duplicates = 0
@@ -363,6 +374,7 @@ class Store:
         try:
             for op in batch:
                 if isinstance(op, _Intake):
+                    queued_delta -= len(op.components)
                     rows: list[IntakeRecord] = []
                     fp = fingerprint(op.topic, op.payload, op.properties)
                     if self._is_redelivery(cur, op, fp):
@@ -413,6 +425,14 @@ class Store:
                     if op.done is not None:
                         callbacks.append(op.done)
             self._prune_seen(cur)
+            if result_sizes:
+                estimate = self._result_estimate
+                for size in result_sizes:
+                    estimate = 0.9 * estimate + 0.1 * size
+                cur.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('result_estimate', ?)",
+                    (repr(estimate),),
+                )
             if outbox_added and self.when_full == "drop-oldest" and self.max_bytes is not None:
                 dropped = self._drop_oldest(cur, intake_delta, outbox_delta)
             cur.execute("COMMIT")
@@ -423,11 +443,9 @@ class Store:
         with self._bytes_lock:
             self._intake_bytes += intake_delta
             self._pending += pending_delta
+            self._queued += queued_delta
             for size in result_sizes:
-                self._result_estimate = (
-                    float(size) if self._result_estimate == 0.0
-                    else 0.9 * self._result_estimate + 0.1 * size
-                )
+                self._result_estimate = 0.9 * self._result_estimate + 0.1 * size
             for sink, delta in outbox_delta.items():
                 self._outbox_bytes[sink] = self._outbox_bytes.get(sink, 0) + delta
             for sink, count in dropped.items():

@@ -125,18 +125,21 @@ def test_the_window_forgets_old_messages(tmp_path: Path) -> None:
 
 
 def test_backpressure_reports_full_and_frees_as_rows_leave(tmp_path: Path) -> None:
-    store = Store(tmp_path / "agent.db", fsync=False, max_bytes=110)
+    store = Store(tmp_path / "agent.db", fsync=False, max_bytes=1100)
     freed = threading.Event()
     store.on_space(freed.set)
     store.start()
     try:
+        # Before any result, a pending record reserves RESULT_ESTIMATE_PRIOR (1 KiB).
         (row,) = record(store, payload=b"p" * 40)
-        assert store.used_bytes() == 40 and not store.full()
-        complete(store, row.seq, [entry(1, size=70)])
-        assert store.used_bytes() == 70 and not store.full()
-        # A pending record reserves the average result size (70) for what it will add.
+        assert store.used_bytes() == 40 and store.reserved_bytes() == 1024
+        assert not store.full()
+        complete(store, row.seq, [entry(1, size=700)])
+        assert store.used_bytes() == 700 and store.reserved_bytes() == 0
+        assert not store.full()
+        # Then the moving average of real results: 0.9 * 1024 + 0.1 * 700.
         (row2,) = record(store, payload=b"p" * 30)
-        assert store.used_bytes() == 100 and store.reserved_bytes() == 70
+        assert store.used_bytes() == 730 and store.reserved_bytes() == 991
         assert store.full()
         assert store.intake_stats()["full"] is True
         (out,) = store.outbox_batch("s3", 10)
@@ -145,6 +148,11 @@ def test_backpressure_reports_full_and_frees_as_rows_leave(tmp_path: Path) -> No
         assert freed.is_set()
         assert store.used_bytes() == 30 and not store.full()
         assert store.dropped() == {}
+    finally:
+        store.close()
+    reopened = Store(tmp_path / "agent.db", fsync=False, max_bytes=1100)
+    try:  # the estimate survives a restart
+        assert reopened.reserved_bytes() == 991
     finally:
         store.close()
 

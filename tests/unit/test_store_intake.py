@@ -56,7 +56,16 @@ def flush(store: Store) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "agent.db", fsync=False, max_bytes=10)
+    s = Store(tmp_path / "agent.db", fsync=False)
+    s.start()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[Store]:
+    """Full once one record is pending: 12 payload bytes + 1 KiB reserved for its results."""
+    s = Store(tmp_path / "small.db", fsync=False, max_bytes=1030)
     s.start()
     yield s
     s.close()
@@ -92,7 +101,8 @@ def test_a_lost_connection_drops_the_ack_and_the_resend_is_recognised(store: Sto
     assert store.duplicates == 1
 
 
-def test_full_store_parks_messages_and_resumes_in_order(store: Store) -> None:
+def test_full_store_parks_messages_and_resumes_in_order(small: Store) -> None:
+    store = small
     bus, dispatched = AckBus(), Dispatched()
     intake = Intake(store, bus, dispatched)
     intake.on_connection(True)
@@ -112,7 +122,8 @@ def test_full_store_parks_messages_and_resumes_in_order(store: Store) -> None:
     assert bus.acked == [1, 2, 3] and intake.parked == 0
 
 
-def test_parked_messages_are_left_to_the_broker_on_disconnect(store: Store) -> None:
+def test_parked_messages_are_left_to_the_broker_on_disconnect(small: Store) -> None:
+    store = small
     bus, dispatched = AckBus(), Dispatched()
     intake = Intake(store, bus, dispatched)
     intake.on_connection(True)
