@@ -452,6 +452,8 @@ class Store:
                 self._dropped[sink] = self._dropped.get(sink, 0) + count
         self.commits += 1
         self.duplicates += duplicates
+        if duplicates:
+            log.info("recognised %d redelivered message(s); not run again", duplicates)
         if dropped:
             log.warning(
                 "outbox over %d bytes: dropped the oldest %s", self.max_bytes,

@@ -67,5 +67,7 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_nothing(
     assert set(s3) == expected, f"missing in S3: {sorted(expected - set(s3))[:20]}"
     assert sum(ddb.values()) == EVENTS, [n for n, c in ddb.items() if c > 1][:20]
     assert sum(s3.values()) == EVENTS, [n for n, c in s3.items() if c > 1][:20]
-    print(f"kills at {kills}; last status intake: {doc['intake']}")
+    redeliveries = agent.log_text().count("redelivered message(s)")
+    print(f"kills at {kills}; commits that recognised redeliveries: {redeliveries}; "
+          f"last status intake: {doc['intake']}")
     assert agent.alive()
