@@ -122,6 +122,7 @@ class SinkFactory:
         self._results_dir = results_dir
         self._session = session
         self._clients: dict[str, Any] = {}
+        self._sessions: dict[str, Any] = {}
 
     def _client(self, service: str) -> Any:
         if service in self._clients:
@@ -132,7 +133,12 @@ class SinkFactory:
 
         p = self.profile
         region = p.s3_region if service == "s3" else p.dynamodb_region
-        session = self._session(region) if self._session else make_session(region)
+        # One session per region for every client: each boto3 session loads its own
+        # copy of the service models and credential chain (about 7 MB measured).
+        session = self._sessions.get(region)
+        if session is None:
+            session = self._session(region) if self._session else make_session(region)
+            self._sessions[region] = session
         raw = make_client(
             session,
             service,

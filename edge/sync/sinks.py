@@ -28,7 +28,6 @@ from edge.errors import ValidationError
 from edge.sync.records import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, ResultRecord
 
 if TYPE_CHECKING:
-    import boto3.session
 
     from edge.aws.dynamodb import DynamoDBClient
     from edge.aws.s3 import S3Client
@@ -469,109 +468,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-# -- wiring ---------------------------------------------------------------------------------
-
-
-class S3ResultsConfig(Protocol):
-    """What ``build_sinks`` reads of a component's ``results.s3`` (edge.model's S3Results)."""
-
-    @property
-    def bucket(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-
-
-class DynamoDBResultsConfig(Protocol):
-    """What ``build_sinks`` reads of ``results.dynamodb`` (edge.model's DynamoDBResults)."""
-
-    @property
-    def table(self) -> str: ...
-    @property
-    def partition_key(self) -> str: ...
-    @property
-    def sort_key(self) -> str: ...
-
-
-class ResultsConfig(Protocol):
-    @property
-    def s3(self) -> S3ResultsConfig | None: ...
-    @property
-    def dynamodb(self) -> DynamoDBResultsConfig | None: ...
-
-
-class CloudConfigLike(Protocol):
-    """What ``build_sinks`` reads of a device's cloud settings (edge.model's CloudConfig)."""
-
-    @property
-    def region(self) -> str: ...
-    @property
-    def s3_endpoint(self) -> str | None: ...
-    @property
-    def dynamodb_endpoint(self) -> str | None: ...
-    @property
-    def ca_bundle(self) -> str | os.PathLike[str] | None: ...
-
-
-def build_sinks(
-    results: ResultsConfig,
-    cloud: CloudConfigLike,
-    session: boto3.session.Session,
-    *,
-    thing: str,
-    component: str,
-    local_root: Path | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[Sink]:
-    """The sinks a component's results go to on this device, clients built from ``session``.
-
-    Typed against small protocols rather than ``edge.model`` classes so any
-    object with those attributes works (the model's dataclasses, test doubles).
-    ``ca_bundle`` applies to both endpoints: on a Snowball Edge the S3
-    endpoint presents the box's own certificate.
-    """
-    from edge.aws.dynamodb import DynamoDBClient
-    from edge.aws.s3 import S3Client
-    from edge.aws.session import make_client
-
-    sinks: list[Sink] = []
-    if results.s3 is not None:
-        client = make_client(
-            session,
-            "s3",
-            endpoint_url=cloud.s3_endpoint,
-            ca_bundle=cloud.ca_bundle,
-            region=cloud.region,
-        )
-        sinks.append(
-            S3Sink(
-                S3Client(client),
-                bucket=results.s3.bucket,
-                prefix_template=results.s3.prefix,
-                thing=thing,
-                component=component,
-            )
-        )
-    if results.dynamodb is not None:
-        client = make_client(
-            session,
-            "dynamodb",
-            endpoint_url=cloud.dynamodb_endpoint,
-            ca_bundle=cloud.ca_bundle,
-            region=cloud.region,
-        )
-        sinks.append(
-            DynamoDBSink(
-                DynamoDBClient(client, sleep=sleep),
-                table=results.dynamodb.table,
-                partition_key=results.dynamodb.partition_key,
-                sort_key=results.dynamodb.sort_key,
-            )
-        )
-    if local_root is not None:
-        sinks.append(LocalDirSink(local_root))
-    return sinks
-
-
 __all__ = [
     "BINARY_CONTENT_TYPE",
     "JSON_CONTENT_TYPE",
@@ -581,6 +477,5 @@ __all__ = [
     "S3Object",
     "S3Sink",
     "Sink",
-    "build_sinks",
     "iso8601",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 from botocore.stub import Stubber
@@ -20,7 +19,6 @@ from edge.sync.sinks import (
     DynamoDBSink,
     LocalDirSink,
     S3Sink,
-    build_sinks,
     iso8601,
     validate_prefix,
 )
@@ -198,30 +196,3 @@ def test_local_dir_sink_refuses_path_tricks(tmp_path, component: str) -> None:
         LocalDirSink(tmp_path).write([make_record(component=component)])
 
 
-def test_build_sinks_from_configs(boto_session, tmp_path) -> None:
-    results = SimpleNamespace(
-        s3=SimpleNamespace(bucket="thumbs", prefix="{thing}/"),
-        dynamodb=SimpleNamespace(table="thumbnails", partition_key="pk", sort_key="sk"),
-    )
-    cloud = SimpleNamespace(
-        region="eu-west-1",
-        s3_endpoint="https://192.0.2.10:8443",
-        dynamodb_endpoint=None,
-        ca_bundle=None,
-    )
-    sinks = build_sinks(
-        results, cloud, boto_session, thing="pi01", component=COMPONENT, local_root=tmp_path
-    )
-    assert [s.name for s in sinks] == ["s3", "dynamodb", "local"]
-    assert sinks[0].bucket == "thumbs"
-    assert sinks[0]._s3._client.meta.endpoint_url == "https://192.0.2.10:8443"
-    assert sinks[1].table == "thumbnails"
-    assert sinks[1]._ddb._client.meta.region_name == "eu-west-1"
-
-
-def test_build_sinks_none_configured(boto_session) -> None:
-    results = SimpleNamespace(s3=None, dynamodb=None)
-    cloud = SimpleNamespace(
-        region="us-east-1", s3_endpoint=None, dynamodb_endpoint=None, ca_bundle=None
-    )
-    assert build_sinks(results, cloud, boto_session, thing="t", component="c") == []
