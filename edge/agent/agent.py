@@ -70,7 +70,7 @@ class Agent:
             max_bytes=device.outbox.max_bytes,
             when_full=device.outbox.when_full,
         )
-        self.intake = Intake(self.store, bus, self._dispatch)
+        self.intake = Intake(self.store, bus, self._dispatch, room=self._room_for)
         self.store.on_space(self.intake.resume)
         bus.on_connection_change(self.intake.on_connection)
         self.epoch = _epoch(data_dir)
@@ -209,12 +209,13 @@ class Agent:
         if not targets:
             self.bus.ack(message)
             return
-        if any(not self.runners[c].accepting() for c in targets if c in self.runners):
-            # A full queue under the ``reject`` policy: neither record nor acknowledge,
-            # so the broker keeps the message and redelivers it.
-            return
-        # Recorded (or parked while the store is full), acknowledged after the commit.
+        # Recorded (or parked, unacknowledged, while the store or a ``reject`` queue is
+        # full), acknowledged after the commit.
         self.intake.accept(message, targets)
+
+    def _room_for(self, targets: Sequence[str]) -> bool:
+        runners = self.runners
+        return all(runners[c].accepting() for c in targets if c in runners)
 
     def _dispatch(self, record: IntakeRecord) -> None:
         with self._dispatch_lock:

@@ -10,7 +10,8 @@ The rules this module keeps:
   packet id on the new connection could acknowledge a different message.
   The resent copy is recognised by the store (``Store.record``) and
   acknowledged then.
-* Backpressure: while the store is over its bound (``Store.full()``), new
+* Backpressure: while the store is over its bound (``Store.full()``), or a
+  target component's queue is full under its ``reject`` policy, new
   messages are *parked* in memory, neither recorded nor acknowledged, in
   arrival order. The broker stops sending once its in-flight window for this
   client is used up and keeps the rest queued in the session, so nothing is
@@ -39,10 +40,14 @@ class Intake:
         store: Store,
         bus: Bus,
         dispatch: Callable[[IntakeRecord], None],
+        room: Callable[[Sequence[str]], bool] = lambda _targets: True,
     ) -> None:
+        """``room(targets)`` says whether every target component can take one more
+        record now (False: a full queue under its ``reject`` policy)."""
         self._store = store
         self._bus = bus
         self._dispatch = dispatch
+        self._room = room
         self._lock = threading.Lock()
         self._connection = ""
         self._parked: collections.deque[tuple[Message, Sequence[str], str]] = (
@@ -69,24 +74,36 @@ class Intake:
                 self._parked.clear()
 
     def accept(self, message: Message, targets: Sequence[str]) -> None:
-        """Record ``message`` for ``targets`` (or park it while the store is full)."""
+        """Record ``message`` for ``targets``, or park it while the store is full or a
+        target's queue is full under ``reject`` (parked messages keep arrival order)."""
         with self._lock:
             connection = self._connection
-            if self._parked or self._store.full():
+            if self._parked or self._store.full() or not self._room(targets):
                 if not self._parked:
-                    log.warning(
-                        "store over its bound (%s bytes): holding intake until the outbox drains",
-                        self._store.max_bytes,
-                    )
+                    if self._store.full():
+                        log.warning(
+                            "store over its bound (%s bytes): holding intake until the "
+                            "outbox drains", self._store.max_bytes,
+                        )
+                    else:
+                        log.warning(
+                            "queue of %s is full: holding intake until it drains",
+                            ", ".join(targets),
+                        )
                 self._parked.append((message, targets, connection))
                 self.parked_total += 1
                 return
             self._record(message, targets, connection)
 
     def resume(self) -> None:
-        """Store listener: space was freed; record parked messages while it lasts."""
+        """Store listener: space was freed (outbox synced, or an invocation completed and
+        so left its queue); record parked messages while there is room."""
         with self._lock:
-            while self._parked and not self._store.full():
+            while (
+                self._parked
+                and not self._store.full()
+                and self._room(self._parked[0][1])
+            ):
                 message, targets, connection = self._parked.popleft()
                 self._record(message, targets, connection)
 
