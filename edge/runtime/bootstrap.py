@@ -33,10 +33,10 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, BinaryIO
+from typing import Any
 
 from edge.runtime.context import LambdaContext
-from edge.runtime.protocol import LOG_MARK, read_frame, write_frame
+from edge.runtime.protocol import LOG_MARK, FrameReader, encode_frame, write_all
 
 OOM_EXIT = 86  # the status a worker exits with after reporting an out-of-memory error
 
@@ -131,22 +131,34 @@ _TAG = _TaggedStream(sys.stderr)
 class _Channel:
     """Lets the handler's context call the agent in the middle of an invocation."""
 
-    def __init__(self, inp: BinaryIO, out: BinaryIO) -> None:
+    def __init__(self, inp: FrameReader, out: int) -> None:
         self._inp = inp
         self._out = out
         self._next = 0
 
     def call(self, op: str, fields: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         self._next += 1
-        write_frame(self._out, {"type": "call", "id": self._next, "op": op, **fields}, body)
-        reply, data = read_frame(self._inp)
+        header = {"type": "call", "id": self._next, "op": op, **fields}
+        write_all(self._out, encode_frame(header, body))
+        reply, data = self._inp.read()
         if reply.get("type") != "reply" or reply.get("id") != self._next:
             raise RuntimeError(f"agent answered out of turn: {reply.get('type')!r}")
         return reply, data
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> int:
-    header, _ = read_frame(inp)
+def serve(inp_fd: int, out_fd: int) -> int:
+    """Serve invocations on the channel fds until ``stop`` or the agent closes it.
+
+    Frames are read whole (``FrameReader``: one ``read`` per small frame) and
+    written with one ``write`` each, straight on the fds: no buffered stream
+    sits between the handler's result and the agent.
+    """
+    inp = FrameReader(inp_fd)
+
+    def send(header: dict[str, Any], body: bytes = b"") -> None:
+        write_all(out_fd, encode_frame(header, body))
+
+    header, _ = inp.read()
     if header.get("type") != "init":
         return 2
     for key, value in (header.get("environment") or {}).items():
@@ -159,17 +171,17 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     except HandlerNotFound as exc:
         exc.__traceback__ = None
         error = error_record(exc, "Runtime.HandlerNotFound")
-        write_frame(out, {"type": "init_error", "error": error})
+        send({"type": "init_error", "error": error})
         return 1
     except BaseException as exc:  # noqa: BLE001 - any import-time failure is the user's
         kind = "Runtime.ImportModuleError"
         if isinstance(exc, MemoryError):
             kind = "Runtime.OutOfMemory"
-        write_frame(out, {"type": "init_error", "error": error_record(exc, kind)})
+        send({"type": "init_error", "error": error_record(exc, kind)})
         return 1
-    write_frame(out, {"type": "ready", "pid": os.getpid()})
+    send({"type": "ready", "pid": os.getpid()})
 
-    channel = _Channel(inp, out)
+    channel = _Channel(inp, out_fd)
     common = {
         "function_name": header.get("function_name", ""),
         "function_version": header.get("function_version", ""),
@@ -180,7 +192,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     }
     while True:
         try:
-            req, payload = read_frame(inp)
+            req, payload = inp.read()
         except EOFError:
             return 0
         if req.get("type") == "stop":
@@ -228,20 +240,21 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         if _TAG.open:
             reply["logged"] = True  # the agent forwards this output before the result
         _TAG.end_invocation()
-        write_frame(out, reply, body)
+        send(reply, body)
         if reply.get("fatal"):
             return OOM_EXIT
 
 
 def main() -> int:
     # Keep the protocol on a private copy of stdout; user prints go to stderr.
+    # (Kept as file objects that own the fds; serve() reads and writes the fds.)
     channel = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr = _TAG
     inp = os.fdopen(os.dup(0), "rb", buffering=0)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    return serve(inp, channel)
+    return serve(inp.fileno(), channel.fileno())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ not fit in one timeout). It returns only once the agent has recorded it.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -63,13 +64,24 @@ class LambdaContext:
         self.invoked_function_arn = invoked_function_arn
         self.log_group_name = log_group_name
         self.log_stream_name = log_stream_name
-        self.identity = Identity()
-        self.client_context = ClientContext(custom={"subject": subject, **(custom or {})})
+        self._subject = subject
+        self._custom = custom
         self._deadline = deadline
         self._clock = clock
         self._call = call
         self._continuations = 0
         self._lock = threading.Lock()
+
+    # ``identity`` and ``client_context`` are built on first use: a context is made
+    # for every invocation and most handlers never read them (two dataclass
+    # instances and two dicts are a measurable part of a warm invocation).
+    @functools.cached_property
+    def identity(self) -> Identity:
+        return Identity()
+
+    @functools.cached_property
+    def client_context(self) -> ClientContext:
+        return ClientContext(custom={"subject": self._subject, **(self._custom or {})})
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - self._clock()) * 1000))

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import struct
+import threading
 import time
 from collections.abc import Iterator
 
@@ -231,3 +232,66 @@ def test_reader_handles_any_split_of_a_frame_stream(bodies: list[bytes], cuts: l
         os.close(rfd)
         os.close(wfd)
     assert got == [({"type": "r", "i": i}, body) for i, body in enumerate(bodies)]
+
+
+# -- compact headers for the per-invocation frames ----------------------------------
+
+
+def test_a_plain_invoke_and_ok_result_use_the_compact_header() -> None:
+    invoke = {"type": "invoke", "request_id": "r-1", "topic": "a/ü", "encoding": "binary",
+              "timeout_ms": 3000}
+    result = {"type": "result", "request_id": "r-1", "ok": True,
+              "content_type": "application/json", "duration_ms": 1.25, "logged": True}
+    for header in (invoke, result):
+        raw = encode(header, b"{}")
+        assert raw[4:5] in (b"\x01", b"\x02")  # not JSON
+        assert read_frame(io.BytesIO(raw)) == (header, b"{}")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"type": "invoke", "request_id": "r", "topic": "t", "encoding": "json",
+         "timeout_ms": 1, "continuation": "x"},  # an extra field
+        {"type": "invoke", "request_id": "r", "topic": "t", "encoding": "other",
+         "timeout_ms": 1},
+        {"type": "result", "request_id": "r", "ok": False, "error": {"errorType": "E"}},
+        {"type": "result", "request_id": "r", "ok": True, "content_type": "none",
+         "duration_ms": 1, "fatal": True},
+    ],
+)
+def test_anything_else_stays_json(header: dict[str, object]) -> None:
+    raw = encode(header)
+    assert raw[4:5] == b"{"
+    assert read_frame(io.BytesIO(raw)) == (header, b"")
+
+
+@pytest.mark.parametrize("junk", [b"\x01", b"\x01\x00\x00", b"\x02\x09\x00" + bytes(8),
+                                  b"\x01\x05" + bytes(6)])
+def test_a_truncated_or_unknown_compact_header_is_a_protocol_error(junk: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        read_frame(io.BytesIO(frame(junk)))
+
+
+def test_the_worker_reader_takes_frames_whole_and_keeps_the_rest() -> None:
+    from edge.runtime.protocol import FrameReader
+
+    rfd, wfd = os.pipe()
+    try:
+        reader = FrameReader(rfd)
+        first = encode({"type": "a"}, b"1")
+        second = encode({"type": "b"}, b"2" * 100_000)  # more than one pipe read
+        os.write(wfd, first + second[:10])
+        assert reader.read() == ({"type": "a"}, b"1")
+        writer = threading.Thread(target=os.write, args=(wfd, second[10:]))
+        writer.start()
+        assert reader.read() == ({"type": "b"}, b"2" * 100_000)
+        writer.join()
+        os.close(wfd)
+        wfd = -1
+        with pytest.raises(EOFError):
+            reader.read()
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)

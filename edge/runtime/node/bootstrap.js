@@ -1,7 +1,9 @@
 'use strict';
 // The Node.js worker: loads one handler and serves invocations over the agent's
 // channel, the same frames as the Python bootstrap (edge/runtime/protocol.py):
-//   u32 header_len | header (UTF-8 JSON) | u32 body_len | body
+//   u32 header_len | header | u32 body_len | body
+// The header is JSON, or (for an invoke) the compact binary form described in
+// protocol.py; this runtime reads both and always writes JSON.
 // The channel is two pipe fds named in EDGE_CHANNEL_IN / EDGE_CHANNEL_OUT, so the
 // handler's console output (stdout and stderr, one pipe) never touches it.
 // Node's built-in modules only: a cold start costs little more than `node` itself.
@@ -291,6 +293,24 @@ process.on('unhandledRejection', (reason) => {
   if (current) current.finish(err, undefined, true);
 });
 
+const ENCODINGS = ['json', 'binary'];
+
+// A frame header: JSON, or the compact invoke header
+// (u8 1 | u8 encoding | u32 timeout_ms | u16 len(request_id) | request_id | topic).
+function decodeHeader(raw) {
+  if (raw.length >= 8 && raw[0] === 1) {
+    const rlen = raw.readUInt16BE(6);
+    return {
+      type: 'invoke',
+      encoding: ENCODINGS[raw[1]] || 'json',
+      timeout_ms: raw.readUInt32BE(2),
+      request_id: raw.subarray(8, 8 + rlen).toString('utf8'),
+      topic: raw.subarray(8 + rlen).toString('utf8'),
+    };
+  }
+  return JSON.parse(raw.toString('utf8'));
+}
+
 let buf = Buffer.alloc(0);
 const input = fs.createReadStream(null, { fd: IN_FD, highWaterMark: 1 << 16 });
 input.on('data', (chunk) => {
@@ -304,7 +324,7 @@ input.on('data', (chunk) => {
     if (blen > MAX_BODY) process.exit(2);
     const total = 8 + hlen + blen;
     if (buf.length < total) return;
-    const header = JSON.parse(buf.subarray(4, 4 + hlen).toString('utf8'));
+    const header = decodeHeader(buf.subarray(4, 4 + hlen));
     const body = Buffer.from(buf.subarray(8 + hlen, total));
     buf = buf.subarray(total);
     onFrame(header, body);
