@@ -122,9 +122,11 @@ def attach_deployer(agent: Agent, bus: Bus, device: DeviceConfig, data_dir: Path
         client_id = f"edge-agent-{device.thing_name}-artifacts"
         download: Bus
         if broker.client == "awsiot":
-            from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+            from edge.mqtt.iotcore_bus import BrokerAddress, IotCoreBus
 
-            endpoint = Endpoint.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key)
+            endpoint = BrokerAddress.parse(
+                broker.url, ca=broker.ca, cert=broker.cert, key=broker.key
+            )
             download = IotCoreBus(endpoint, client_id=client_id)
         else:
             from edge.mqtt.paho_bus import BrokerAddress, PahoBus

@@ -184,10 +184,10 @@ def run(args: argparse.Namespace) -> int:
         broker: BrokerConfig = device.broker
         will = Will(status_topic(device.thing_name), offline_will(device.name, device.thing_name))
         if broker.client == "awsiot":
-            from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+            from edge.mqtt.iotcore_bus import BrokerAddress, IotCoreBus
 
             bus = IotCoreBus(
-                Endpoint.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
+                BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
                 client_id=f"edge-agent-{device.thing_name}",
                 persistent=True,
                 manual_ack=True,

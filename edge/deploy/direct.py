@@ -680,9 +680,9 @@ def connect(access: BrokerAccess, timeout: float = 10.0) -> tuple[Bus, ControlCh
     client_id = f"edgectl-{secrets.token_hex(6)}"
     bus: Bus
     if access.client == "awsiot":
-        from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+        from edge.mqtt.iotcore_bus import BrokerAddress, IotCoreBus
 
-        endpoint = Endpoint.parse(access.url, ca=access.ca, cert=access.cert, key=access.key)
+        endpoint = BrokerAddress.parse(access.url, ca=access.ca, cert=access.cert, key=access.key)
         bus = IotCoreBus(endpoint, client_id=client_id)
     else:
         from edge.mqtt.paho_bus import BrokerAddress, PahoBus

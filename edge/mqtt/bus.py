@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
+
+from edge.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,47 @@ class Message:
     properties: Mapping[str, str] = field(default_factory=dict)
     # Broker packet id for QoS > 0; the token ``Bus.ack`` needs. 0 when not applicable.
     mid: int = 0
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a bus connects: ``mqtt://`` or ``mqtts://`` plus the TLS files, if any."""
+
+    host: str
+    port: int
+    tls: bool
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        url: str,
+        *,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
+    ) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise UsageError(f"broker: {url!r} is not an mqtt:// or mqtts:// URL")
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls, ca, cert, key)
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Will:
+    """The last will: what the broker publishes for us if the connection dies."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
 
 
 MessageHandler = Callable[[Message], None]

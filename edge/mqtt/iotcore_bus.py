@@ -33,59 +33,15 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
-from edge.errors import BrokerError, UsageError
+from edge.errors import BrokerError
 from edge.model.topics import matches
-from edge.mqtt.bus import ConnectionHandler, Message, MessageHandler
+from edge.mqtt.bus import BrokerAddress, ConnectionHandler, Message, MessageHandler, Will
 
 log = logging.getLogger(__name__)
 
 IOT_ALPN = "x-amzn-mqtt-ca"
-
-
-class WillMessage(Protocol):
-    """``edge.mqtt.paho_bus.Will`` has this shape; no import of paho here."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def payload(self) -> bytes: ...
-
-    @property
-    def qos(self) -> int: ...
-
-    @property
-    def retain(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    tls: bool
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-    @classmethod
-    def parse(
-        cls, url: str, *, ca: Path | None = None, cert: Path | None = None,
-        key: Path | None = None,
-    ) -> Endpoint:  # fmt: skip
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise UsageError(f"broker: {url!r} is not an mqtt:// or mqtts:// URL")
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls, ca, cert, key)
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 class IotCoreBus:
@@ -93,14 +49,14 @@ class IotCoreBus:
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: BrokerAddress,
         *,
         client_id: str | None = None,
         persistent: bool = False,
         session_expiry: int = 7 * 24 * 3600,
         manual_ack: bool = False,
         keepalive: int = 30,
-        will: WillMessage | None = None,
+        will: Will | None = None,
     ) -> None:
         self.address = endpoint
         self.client_id = client_id or f"edgectl-{uuid.uuid4().hex[:12]}"
@@ -365,3 +321,6 @@ def _log_failure(future: Any, what: str) -> None:
         exc = err
     if exc is not None:
         log.warning("%s failed: %s", what, exc)
+
+
+__all__ = ["BrokerAddress", "IotCoreBus", "Will"]

@@ -18,10 +18,7 @@ import ssl
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -29,48 +26,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.errors import BrokerError, UsageError
+from edge.errors import BrokerError
 from edge.model.topics import matches
-from edge.mqtt.bus import ConnectionHandler, Message, MessageHandler
+from edge.mqtt.bus import BrokerAddress, ConnectionHandler, Message, MessageHandler, Will
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-    @classmethod
-    def parse(
-        cls,
-        url: str,
-        *,
-        ca: Path | None = None,
-        cert: Path | None = None,
-        key: Path | None = None,
-    ) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise UsageError(f"broker: {url!r} is not an mqtt:// or mqtts:// URL")
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls, ca, cert, key)
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
 
 
 def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
@@ -304,3 +264,6 @@ def _sub_options(qos: int) -> SubscribeOptions:
     # retainHandling=1: retained messages only for a new subscription, so an agent
     # restart on a persistent session does not re-run the retained trigger.
     return SubscribeOptions(qos=qos, retainHandling=1)
+
+
+__all__ = ["BrokerAddress", "PahoBus", "Will"]

@@ -14,7 +14,7 @@ import pytest
 
 from edge.errors import BrokerError
 from edge.mqtt.bus import Message
-from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+from edge.mqtt.iotcore_bus import BrokerAddress, IotCoreBus
 from tests.harness.agent import Probe
 from tests.harness.deploy import Project, served
 from tests.harness.mosquitto import MosquittoBroker, MosquittoFactory
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 def crt_bus(broker: MosquittoBroker, cn: str, **kwargs: object) -> IotCoreBus:
     pair = broker.client_cert(cn)
-    endpoint = Endpoint.parse(broker.url, ca=broker.ca.cert, cert=pair.cert, key=pair.key)
+    endpoint = BrokerAddress.parse(broker.url, ca=broker.ca.cert, cert=pair.cert, key=pair.key)
     return IotCoreBus(endpoint, client_id=cn, **kwargs)  # type: ignore[arg-type]
 
 
@@ -119,7 +119,7 @@ def test_unacknowledged_message_is_redelivered_on_the_rejoined_session(
 
 def test_no_client_certificate_is_refused(mosquitto_factory: MosquittoFactory) -> None:
     broker = mosquitto_factory(tls=True)
-    bus = IotCoreBus(Endpoint.parse(broker.url, ca=broker.ca.cert), client_id="anon")
+    bus = IotCoreBus(BrokerAddress.parse(broker.url, ca=broker.ca.cert), client_id="anon")
     with pytest.raises(BrokerError, match="cannot connect"):
         bus.connect(timeout=3)
 

@@ -10,7 +10,7 @@ import pytest
 from edge.agent.main import parse_args
 from edge.errors import UsageError, ValidationError
 from edge.model.device import parse_device
-from edge.mqtt.iotcore_bus import Endpoint, IotCoreBus
+from edge.mqtt.iotcore_bus import BrokerAddress, IotCoreBus
 
 
 def device(tmp_path: Path, broker: dict[str, object]):
@@ -47,16 +47,16 @@ def test_agent_flag_overrides_the_client() -> None:
 
 def test_endpoint_parse() -> None:
     url = "mqtts://abc-ats.iot.eu-west-1.amazonaws.com"
-    ep = Endpoint.parse(url, cert=Path("c"), key=Path("k"))
+    ep = BrokerAddress.parse(url, cert=Path("c"), key=Path("k"))
     assert (ep.host, ep.port, ep.tls) == ("abc-ats.iot.eu-west-1.amazonaws.com", 8883, True)
-    assert Endpoint.parse("mqtt://127.0.0.1:1999").url == "mqtt://127.0.0.1:1999"
+    assert BrokerAddress.parse("mqtt://127.0.0.1:1999").url == "mqtt://127.0.0.1:1999"
     with pytest.raises(UsageError, match="not an mqtt:// or mqtts:// URL"):
-        Endpoint.parse("https://example.com")
+        BrokerAddress.parse("https://example.com")
 
 
 def test_publish_before_start_is_a_broker_error() -> None:
     from edge.errors import BrokerError
 
-    bus = IotCoreBus(Endpoint.parse("mqtt://127.0.0.1:1"))
+    bus = IotCoreBus(BrokerAddress.parse("mqtt://127.0.0.1:1"))
     with pytest.raises(BrokerError, match="not started"):
         bus.publish("t", b"x")
