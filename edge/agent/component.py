@@ -456,7 +456,7 @@ class ComponentRunner:
         started = self._clock()
         outcome: Outcome
         failure: Outcome | None = None  # the worker (not the handler) failed
-        if encoding == "json" and not _is_json(item.payload):
+        if encoding == "json" and not is_json(item.payload):
             outcome = Outcome.failure(
                 "Runtime.InvalidEvent",
                 f"payload on topic {item.topic!r} is not JSON ({len(item.payload)} bytes)",
@@ -620,7 +620,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _is_json(payload: bytes) -> bool:
+def is_json(payload: bytes) -> bool:
     try:
         json.loads(payload)
     except ValueError:

@@ -12,7 +12,6 @@ wires, and this room owns the runtime's side of the device.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from edge.agent.component import (
     ComponentRunner,
     ContinuationRecorder,
     function_arn,
+    is_json,
 )
 from edge.agent.funclogs import DEFAULT_FILE_BYTES, DEFAULT_TOTAL_BYTES, FunctionLogs
 from edge.agent.ggv1 import GGv1Daemon
@@ -168,16 +168,8 @@ class RuntimeServices(ContinuationRecorder):
         runner = self._runner_for(target)
         if runner is None:
             raise KeyError(target)
-        encoding = "json" if _is_json(payload) else "binary"
+        encoding = "json" if is_json(payload) else "binary"
         row = self._record_row(target, subject, payload, {PROP_ENCODING: encoding})
         future = runner.watch(row.seq) if wait is not None else None
         self._dispatch(row)
         return future
-
-
-def _is_json(payload: bytes) -> bool:
-    try:
-        json.loads(payload)
-    except ValueError:
-        return False
-    return True
