@@ -8,8 +8,8 @@
 2. Redeploying the unchanged component: the time, and the number of artifact
    messages the broker carried (target: none).
 3. A canary rollout (``--canary 10``, then batches of 50) to 200 simulated devices
-   on one broker. The simulated devices are in-process fakes in this file (the fleet
-   simulator of issue 6 did not exist yet): one MQTT connection that verifies each
+   on one broker. The simulated devices are in-process fakes in this file, so the
+   figure is the rollout engine's own cost: one MQTT connection that verifies each
    device's signed desired state with the real Ed25519 code and answers with
    IN_PROGRESS and SUCCEEDED reports; they do not download artifacts.
 
