@@ -40,7 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.agent.store import IntakeRecord
-from edge.agent.worker import MemorySlot, Outcome, Worker, WorkerDied, WorkerSpec
+from edge.agent.worker import (
+    MemorySlot,
+    Outcome,
+    Worker,
+    WorkerDied,
+    worker_spec,
+)
 from edge.model.component import ComponentManifest
 from edge.model.topics import matches, render
 from edge.sync.records import (
@@ -196,33 +202,9 @@ class ComponentRunner:
         self._held: dict[int, list[IntakeRecord]] = {}
         self._keys: dict[str, IntakeRecord] = {}
         self._watchers: dict[int, Future[Outcome]] = {}
-        limits = manifest.limits
-        env = {
-            "AWS_LAMBDA_FUNCTION_NAME": manifest.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": manifest.version,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(limits.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/edge/{thing}/{manifest.name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"{thing}/{manifest.version}",
-            "AWS_EXECUTION_ENV": f"edgectl_{manifest.runtime}",
-            "AWS_IOT_THING_NAME": thing,
-            "EDGE_COMPONENT": manifest.name,
-            "EDGE_DEVICE": device,
-        }
-        env.update(environment or {})
-        env.update(manifest.environment)
-        self.spec = WorkerSpec(
-            folder=manifest.path,
-            handler=manifest.handler,
-            function_name=manifest.name,
-            function_version=manifest.version,
-            language=manifest.language,
-            memory_limit_in_mb=limits.memory_mb,
-            environment=env,
-            invoked_function_arn=function_arn(manifest.name),
-            log_group_name=f"/edge/{thing}/{manifest.name}",
-            log_stream_name=f"{thing}/{manifest.version}",
-            enforce_memory=True,
-            python_path=python_path,
+        self.spec = worker_spec(
+            manifest, thing=thing, device=device, environment=environment,
+            enforce_memory=True, python_path=python_path,
         )
         self.output_topics = tuple(
             render(o.topic, thing=thing, component=manifest.name) for o in manifest.outputs
@@ -605,12 +587,6 @@ class ComponentRunner:
             "workers": len(self._threads),
             **self.counters.snapshot(),
         }
-
-
-def function_arn(name: str, version: str | None = None) -> str:
-    """The Lambda-style ARN a component's handler sees as ``invoked_function_arn``."""
-    arn = f"arn:aws:lambda:local:000000000000:function:{name}"
-    return f"{arn}:{version}" if version else arn
 
 
 def _int(value: str | None) -> int | None:

@@ -25,14 +25,13 @@ from edge.agent.component import (
     PROP_ENCODING,
     ComponentRunner,
     ContinuationRecorder,
-    function_arn,
     is_json,
 )
 from edge.agent.funclogs import DEFAULT_FILE_BYTES, DEFAULT_TOTAL_BYTES, FunctionLogs
 from edge.agent.ggv1 import GGv1Daemon
 from edge.agent.shadow import ShadowStore
 from edge.agent.store import IntakeRecord, Store
-from edge.agent.worker import MemorySlot, Outcome
+from edge.agent.worker import MemorySlot, Outcome, function_arn
 from edge.model.component import ComponentManifest
 
 if TYPE_CHECKING:

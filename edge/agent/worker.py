@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from edge.runtime.protocol import (
     LOG_MARK,
@@ -51,6 +51,9 @@ from edge.runtime.protocol import (
     encode_frame,
     write_all,
 )
+
+if TYPE_CHECKING:
+    from edge.model.component import ComponentManifest
 
 log = logging.getLogger(__name__)
 
@@ -560,3 +563,56 @@ def _exit_reason(code: int | None, exc: BaseException) -> str:
             name = str(-code)
         return f"worker exited on signal {name}"
     return f"worker exited with status {code}"
+
+
+def lambda_environment(manifest: ComponentManifest, *, thing: str, device: str) -> dict[str, str]:
+    """The environment a Lambda or Greengrass function reads, the same in every mode
+    (agent, ``edgectl invoke``, ``edge.testing``), so what passes locally behaves the
+    same on the device."""
+    return {
+        "AWS_LAMBDA_FUNCTION_NAME": manifest.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": manifest.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(manifest.limits.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/edge/{thing}/{manifest.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": f"{thing}/{manifest.version}",
+        "AWS_EXECUTION_ENV": f"edgectl_{manifest.runtime}",
+        "AWS_IOT_THING_NAME": thing,
+        "EDGE_COMPONENT": manifest.name,
+        "EDGE_DEVICE": device,
+    }
+
+
+def worker_spec(
+    manifest: ComponentManifest,
+    *,
+    thing: str,
+    device: str,
+    environment: Mapping[str, str] | None = None,
+    enforce_memory: bool = False,
+    python_path: tuple[str, ...] = (),
+) -> WorkerSpec:
+    """The worker for ``manifest``: Lambda environment, then ``environment`` (the
+    agent's additions), then the manifest's own ``environment``, which wins."""
+    env = lambda_environment(manifest, thing=thing, device=device)
+    env.update(environment or {})
+    env.update(manifest.environment)
+    return WorkerSpec(
+        folder=manifest.path,
+        handler=manifest.handler,
+        function_name=manifest.name,
+        function_version=manifest.version,
+        language=manifest.language,
+        memory_limit_in_mb=manifest.limits.memory_mb,
+        environment=env,
+        invoked_function_arn=function_arn(manifest.name),
+        log_group_name=env["AWS_LAMBDA_LOG_GROUP_NAME"],
+        log_stream_name=env["AWS_LAMBDA_LOG_STREAM_NAME"],
+        enforce_memory=enforce_memory,
+        python_path=python_path,
+    )
+
+
+def function_arn(name: str, version: str | None = None) -> str:
+    """The Lambda-style ARN a component's handler sees as ``invoked_function_arn``."""
+    arn = f"arn:aws:lambda:local:000000000000:function:{name}"
+    return f"{arn}:{version}" if version else arn

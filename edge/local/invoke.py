@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.agent.worker import Outcome, Worker, WorkerDied, WorkerSpec
+from edge.agent.worker import Outcome, Worker, WorkerDied, worker_spec
 from edge.errors import EventError, UsageError
 from edge.model.component import ComponentManifest, load_component
 from edge.model.topics import render
@@ -97,20 +97,7 @@ def invoke(
             break
     payload = read_event(event, encoding) if event is not None else b"{}"
     limits = manifest.limits
-    spec = WorkerSpec(
-        folder=manifest.path,
-        handler=manifest.handler,
-        function_name=manifest.name,
-        function_version=manifest.version,
-        language=manifest.language,
-        memory_limit_in_mb=limits.memory_mb,
-        environment={
-            "AWS_LAMBDA_FUNCTION_NAME": manifest.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": manifest.version,
-            "AWS_IOT_THING_NAME": thing,
-            **manifest.environment,
-        },
-    )
+    spec = worker_spec(manifest, thing=thing, device=thing)
     request_id = str(uuid.uuid4())
     worker = Worker(spec, on_log=on_log)
     started = time.monotonic()

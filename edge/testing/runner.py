@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,15 @@ def make_context(
     thing: str = "local",
 ) -> LambdaContext:
     """The Lambda context the worker would hand the handler, on ``clock``."""
+    from edge.agent.worker import function_arn
+
     return LambdaContext(
         function_name=manifest.name,
         function_version=manifest.version,
         aws_request_id=request_id or str(uuid.uuid4()),
         deadline=clock() + (timeout if timeout is not None else manifest.limits.timeout),
         memory_limit_in_mb=manifest.limits.memory_mb,
-        invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{manifest.name}",
+        invoked_function_arn=function_arn(manifest.name),
         log_group_name=f"/edge/{thing}/{manifest.name}",
         log_stream_name=f"{thing}/{manifest.version}",
         subject=topic,
@@ -123,14 +125,9 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 def _environment(
     manifest: ComponentManifest, thing: str, state_dir: Path | None, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    env = {
-        "AWS_LAMBDA_FUNCTION_NAME": manifest.name,
-        "AWS_LAMBDA_FUNCTION_VERSION": manifest.version,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(manifest.limits.memory_mb),
-        "AWS_IOT_THING_NAME": thing,
-        "EDGE_COMPONENT": manifest.name,
-        **manifest.environment,
-    }
+    from edge.agent.worker import lambda_environment
+
+    env = {**lambda_environment(manifest, thing=thing, device=thing), **manifest.environment}
     if state_dir is not None:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         env["EDGE_STATE_DIR"] = str(state_dir)
@@ -221,16 +218,13 @@ def _run_worker(
     env: Mapping[str, str],
     timeout: float | None,
 ) -> Invocation:
-    from edge.agent.worker import Worker, WorkerDied, WorkerSpec
+    from edge.agent.worker import Worker, WorkerDied, worker_spec
 
     logs: list[str] = []
-    spec = WorkerSpec(
-        folder=manifest.path,
-        handler=manifest.handler,
-        function_name=manifest.name,
-        function_version=manifest.version,
-        language=manifest.language,
-        memory_limit_in_mb=manifest.limits.memory_mb,
+    # ``env`` already holds the Lambda environment, the manifest's and the test's own,
+    # in that order (the test's wins), so it replaces the spec's environment whole.
+    spec = replace(
+        worker_spec(manifest, thing=env["AWS_IOT_THING_NAME"], device=env["EDGE_DEVICE"]),
         environment=dict(env),
     )
     worker = Worker(spec, on_log=logs.append)

@@ -91,6 +91,26 @@ def test_manifest_environment_reaches_the_handler(tmp_path: Path) -> None:
     assert thing.to_json()["result"] == "pi9"
 
 
+def test_invoke_gives_the_handler_the_agents_lambda_environment(tmp_path: Path) -> None:
+    """What passes under ``edgectl invoke`` must see what the agent's workers see."""
+    from edge.agent.worker import lambda_environment, worker_spec
+    from edge.model.component import load_component
+
+    folder = component(tmp_path, "app.env")
+    manifest = load_component(folder)
+    expected = lambda_environment(manifest, thing="pi9", device="pi9")
+    assert expected["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == str(manifest.limits.memory_mb)
+    for name, value in expected.items():
+        got = invoke(folder, event_file(tmp_path, json.dumps({"name": name}).encode()),
+                     thing="pi9")
+        assert got.to_json()["result"] == value, name
+    (tmp_path / "d").mkdir()
+    arn = invoke(component(tmp_path / "d", "app.describe"), None).to_json()["result"]
+    assert arn["invoked_function_arn"] == worker_spec(
+        manifest, thing="local", device="local"
+    ).invoked_function_arn
+
+
 def test_no_event_sends_an_empty_object(tmp_path: Path) -> None:
     result = invoke(component(tmp_path, "app.echo"), None)
     assert result.to_json()["result"] == {}
