@@ -18,15 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge.errors import BuildError, ValidationError
+from edge.model.component import COMPONENT_NAME_MAX as NAME_MAX
+from edge.model.component import COMPONENT_NAME_RE as NAME_RE
+from edge.model.component import SEMVER_RE
 
 MAX_RECIPE_BYTES = 16_000
-NAME_RE = re.compile(r"^[a-zA-Z0-9-_.]+$")
-NAME_MAX = 128
-SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
 S3_URI_RE = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)$")
 DOCKER_URI_RE = re.compile(r"^docker:\S+$")
 REQUIRED = ("RecipeFormatVersion", "ComponentName", "ComponentVersion", "Manifests")
@@ -45,13 +41,13 @@ def validate_recipe(recipe: Mapping[str, Any], size: int, *, source: str) -> Non
         value = recipe["RecipeFormatVersion"]
         raise _fail(source, "RecipeFormatVersion", f"{value!r} is not '2020-01-25'", value)
     name = recipe["ComponentName"]
-    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > NAME_MAX:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
         raise _fail(
             source, "ComponentName",
             f"{name!r} does not match ^[a-zA-Z0-9-_.]+$ (at most {NAME_MAX} characters)", name,
         )  # fmt: skip
     version = recipe["ComponentVersion"]
-    if not isinstance(version, str) or not SEMVER_RE.match(version) or len(version) > 64:
+    if not isinstance(version, str) or not SEMVER_RE.fullmatch(version) or len(version) > 64:
         raise _fail(
             source, "ComponentVersion", f"{version!r} is not a semantic version (1.2.3)", version
         )
@@ -73,7 +69,7 @@ def _validate_dependencies(deps: object, source: str) -> None:
         raise _fail(source, "ComponentDependencies", "must be a mapping", deps)
     for dep_name, dep in deps.items():
         field = f"ComponentDependencies.{dep_name}"
-        if not NAME_RE.match(str(dep_name)):
+        if not NAME_RE.fullmatch(str(dep_name)):
             raise _fail(source, field, f"{dep_name!r} is not a component name", dep_name)
         if not isinstance(dep, Mapping) or not str(dep.get("VersionRequirement", "")).strip():
             raise _fail(source, field + ".VersionRequirement", "required", dep)

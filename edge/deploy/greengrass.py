@@ -39,9 +39,10 @@ from edge.aws.iot import IotClient
 from edge.aws.s3 import S3Client, s3_uri
 from edge.build.builder import BuildResult
 from edge.build.recipe import artifact_key, recipe_bytes, render_recipe
-from edge.build.validate import SEMVER_RE, validate_recipe
+from edge.build.validate import validate_recipe
 from edge.deploy.calls import CallRecorder, RecordingClient
 from edge.errors import DeployError, UsageError
+from edge.model.component import SEMVER_RE
 from edge.model.status import (
     ComponentStatus,
     DeploymentStatus,
@@ -113,7 +114,7 @@ def make_clients(
 
 def semver_key(version: str) -> tuple[int, int, int, int, str]:
     """Sort key: numeric core, and a release above its pre-releases."""
-    match = SEMVER_RE.match(version)
+    match = SEMVER_RE.fullmatch(version)
     if not match:
         return (-1, -1, -1, 0, version)
     major, minor, patch, pre = match.group(1), match.group(2), match.group(3), match.group(4)
@@ -125,7 +126,7 @@ def next_patch(versions: Sequence[str]) -> str:
 
     A pre-release as the highest (``1.0.11-rc.1``) is followed by its release.
     """
-    valid = [v for v in versions if SEMVER_RE.match(v)]
+    valid = [v for v in versions if SEMVER_RE.fullmatch(v)]
     if not valid:
         return "1.0.0"
     major, minor, patch, released, _ = semver_key(max(valid, key=semver_key))

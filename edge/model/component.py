@@ -56,9 +56,11 @@ DEFAULT_S3_PREFIX = "{component}/{thing}/"
 S3_LAYOUTS = ("ndjson", "object")
 MANIFEST_NAMES = ("component.yaml", "component.yml")
 
-_NAME = re.compile(r"[a-zA-Z0-9\-_.]+")
-_NAME_MAX = 128
-_SEMVER = re.compile(
+# Greengrass's own rules for component names and versions (match with ``fullmatch``);
+# the recipe validator in edge.build uses the same ones.
+COMPONENT_NAME_RE = re.compile(r"[a-zA-Z0-9\-_.]+")
+COMPONENT_NAME_MAX = 128
+SEMVER_RE = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
@@ -215,11 +217,11 @@ def parse_component(data: object, *, source: str, folder: Path) -> ComponentMani
     doc = Section.of(data, source=source, field="", keys=_TOP_KEYS)
 
     name = doc.string("name")
-    if not _NAME.fullmatch(name) or len(name) > _NAME_MAX:
+    if not COMPONENT_NAME_RE.fullmatch(name) or len(name) > COMPONENT_NAME_MAX:
         doc.fail(
             "name",
             f"{show(name)} is not a component name "
-            f"(up to {_NAME_MAX} letters, digits, '-', '_', '.')",
+            f"(up to {COMPONENT_NAME_MAX} letters, digits, '-', '_', '.')",
             name,
         )
     version = _version(doc)
@@ -272,7 +274,7 @@ def _health(doc: Section, folder: Path) -> Health:
 
 def _version(doc: Section) -> str:
     value = doc.required("version")
-    if not isinstance(value, str) or not (value == "NEXT_PATCH" or _SEMVER.fullmatch(value)):
+    if not isinstance(value, str) or not (value == "NEXT_PATCH" or SEMVER_RE.fullmatch(value)):
         doc.fail(
             "version",
             f"{show(value)} is not a semantic version (MAJOR.MINOR.PATCH) or NEXT_PATCH",

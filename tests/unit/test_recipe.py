@@ -138,6 +138,9 @@ def good_recipe() -> dict[str, Any]:
     [
         (("ComponentName",), "com example", "ComponentName"),
         (("ComponentVersion",), "1.0", "ComponentVersion"),
+        # ``$`` would accept a trailing newline; the rules match the whole value.
+        (("ComponentName",), "com.example\n", "ComponentName"),
+        (("ComponentVersion",), "1.0.0\n", "ComponentVersion"),
         (("Manifests", 0, "Platform"), {}, "Manifests[0].Platform.os"),
         (("Manifests", 0, "Artifacts", 0, "Uri"), "https://x/y", "Manifests[0].Artifacts[0].Uri"),
         (("Manifests", 0, "Artifacts", 0, "Digest"), "abc", "Manifests[0].Artifacts[0].Digest"),
