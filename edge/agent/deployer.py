@@ -65,6 +65,7 @@ from edge.model.deployment import (
     desired_topic,
     parse_desired,
     parse_signed,
+    peek_identity,
 )
 from edge.mqtt.bus import Bus, Message
 
@@ -371,13 +372,7 @@ class Deployer:
         self._apply(desired, payload)
 
     def _reject(self, payload: bytes, reason: str) -> None:
-        ident, seq = "unknown", 0
-        try:
-            document = json.loads(payload).get("document", {})
-            ident = str(document.get("deployment_id", "unknown"))[:128]
-            seq = int(document.get("sequence", 0))
-        except (ValueError, AttributeError, TypeError):
-            pass
+        ident, seq = peek_identity(payload)
         log.warning("desired state rejected: %s", reason)
         now = self._clock()
         self._publish(

@@ -48,6 +48,7 @@ from edge.model.deployment import (
     desired_topic,
     parse_desired,
     parse_signed,
+    peek_identity,
 )
 
 log = logging.getLogger(__name__)
@@ -359,13 +360,7 @@ class SimDevice:
         self._apply(desired)
 
     def _reject(self, payload: bytes, reason: str) -> None:
-        ident, seq = "unknown", 0
-        try:
-            document = json.loads(payload).get("document", {})
-            ident = str(document.get("deployment_id", "unknown"))[:128]
-            seq = int(document.get("sequence", 0))
-        except (ValueError, AttributeError, TypeError):
-            pass
+        ident, seq = peek_identity(payload)
         now = self.sim.clock()
         self._publish_report(
             DeploymentReport(

@@ -251,6 +251,18 @@ def parse_signed(payload: bytes, *, source: str) -> SignedDesired:
     return SignedDesired(document=document, key_id=key_id, signature=raw)
 
 
+def peek_identity(payload: bytes) -> tuple[str, int]:
+    """The deployment id and sequence a desired-state payload claims, read without
+    trusting it: a rejected document is still reported under the id it carries."""
+    try:
+        document = json.loads(payload).get("document", {})
+        return str(document.get("deployment_id", "unknown"))[:128], int(
+            document.get("sequence", 0)
+        )
+    except (ValueError, AttributeError, TypeError):
+        return "unknown", 0
+
+
 def parse_desired(data: object, *, source: str) -> DesiredState:
     doc = Section.of(
         data,

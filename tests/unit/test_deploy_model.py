@@ -115,3 +115,13 @@ def test_device_artifacts_and_trust_keys(tmp_path):
     with pytest.raises(ValidationError, match="artifacts.s3.bucket: 'No_Caps'"):
         parse_device({**base, "artifacts": {"s3": {"bucket": "No_Caps"}}}, source="pi01.yaml",
                      path=path)  # fmt: skip
+
+
+def test_peek_identity_reads_a_claimed_id_without_trusting_the_payload() -> None:
+    from edge.model.deployment import peek_identity
+
+    assert peek_identity(b'{"document": {"deployment_id": "d-1", "sequence": 7}}') == ("d-1", 7)
+    assert peek_identity(b'{"document": {"deployment_id": "' + b"x" * 300 + b'"}}')[0] == "x" * 128
+    assert peek_identity(b"not json") == ("unknown", 0)
+    assert peek_identity(b'["a list"]') == ("unknown", 0)
+    assert peek_identity(b'{"document": {"sequence": "seven"}}') == ("unknown", 0)
