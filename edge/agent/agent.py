@@ -213,9 +213,9 @@ class Agent:
         # full), acknowledged after the commit.
         self.intake.accept(message, targets)
 
-    def _room_for(self, targets: Sequence[str]) -> bool:
+    def _room_for(self, targets: Sequence[str], admitted: Mapping[str, int]) -> bool:
         runners = self.runners
-        return all(runners[c].accepting() for c in targets if c in runners)
+        return all(runners[c].accepting(admitted[c]) for c in targets if c in runners)
 
     def _dispatch(self, record: IntakeRecord) -> None:
         with self._dispatch_lock:

@@ -262,11 +262,12 @@ class ComponentRunner:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def accepting(self) -> bool:
-        """False when a new message must be refused at intake (full queue, ``reject``)."""
+    def accepting(self, admitted: int = 0) -> bool:
+        """False when a new message must be held back at intake (full queue under
+        ``reject``); ``admitted`` records are on their way to the queue already."""
         return not (
             self.manifest.limits.queue_full == "reject"
-            and len(self._queue) >= self.manifest.limits.max_queue
+            and len(self._queue) + admitted >= self.manifest.limits.max_queue
         )
 
     def submit(self, record: IntakeRecord) -> bool:

@@ -26,7 +26,7 @@ import collections
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from edge.agent.store import Delivery, IntakeRecord, Store
 from edge.mqtt.bus import Bus, Message
@@ -40,14 +40,17 @@ class Intake:
         store: Store,
         bus: Bus,
         dispatch: Callable[[IntakeRecord], None],
-        room: Callable[[Sequence[str]], bool] = lambda _targets: True,
+        room: Callable[[Sequence[str], Mapping[str, int]], bool] = lambda _t, _n: True,
     ) -> None:
-        """``room(targets)`` says whether every target component can take one more
-        record now (False: a full queue under its ``reject`` policy)."""
+        """``room(targets, admitted)`` says whether every target component can take one
+        more record (False: a full queue under its ``reject`` policy); ``admitted``
+        counts, per component, records sent to the store and not yet queued, since a
+        group commit queues a whole burst at once, after the check."""
         self._store = store
         self._bus = bus
         self._dispatch = dispatch
         self._room = room
+        self._admitted: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._connection = ""
         self._parked: collections.deque[tuple[Message, Sequence[str], str]] = (
@@ -78,7 +81,7 @@ class Intake:
         target's queue is full under ``reject`` (parked messages keep arrival order)."""
         with self._lock:
             connection = self._connection
-            if self._parked or self._store.full() or not self._room(targets):
+            if self._parked or self._store.full() or not self._room(targets, self._admitted):
                 if not self._parked:
                     if self._store.full():
                         log.warning(
@@ -102,13 +105,15 @@ class Intake:
             while (
                 self._parked
                 and not self._store.full()
-                and self._room(self._parked[0][1])
+                and self._room(self._parked[0][1], self._admitted)
             ):
                 message, targets, connection = self._parked.popleft()
                 self._record(message, targets, connection)
 
     def _record(self, message: Message, targets: Sequence[str], connection: str) -> None:
         def recorded(rows: list[IntakeRecord]) -> None:
+            with self._lock:
+                self._admitted.subtract(targets)
             if connection == self._connection:
                 self._bus.ack(message)
             else:
@@ -116,6 +121,7 @@ class Intake:
             for row in rows:
                 self._dispatch(row)
 
+        self._admitted.update(targets)
         self._store.record(
             targets,
             message.topic,

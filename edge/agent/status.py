@@ -78,6 +78,12 @@ class StatusReporter:
             # Let a burst of changes settle into one document.
             self._stopped.wait(self._debounce)
             self._changed.clear()
+            # "online" promises that a trigger published now is received: wait until
+            # the bus's subscriptions are acknowledged, where it can tell (paho).
+            subscribed = getattr(self._bus, "subscribed", None)
+            if isinstance(subscribed, threading.Event) and not subscribed.wait(10):
+                self._changed.set()  # not yet: try again on the next round
+                continue
             self.publish("online")
 
     def publish(self, state: str, *, timeout: float | None = None) -> bool:

@@ -68,6 +68,11 @@ class PahoBus:
         self._keepalive = keepalive
         self._subs: dict[str, tuple[MessageHandler, int]] = {}
         self._subs_lock = threading.Lock()
+        self._pending_subacks: set[int] = set()
+        # Set once the broker acknowledged every subscription made on (re)connect;
+        # connection handlers run at CONNACK already (a persistent session's queued
+        # messages arrive right after it), so "ready to receive" is this event.
+        self.subscribed = threading.Event()
         self._conn_handlers: list[ConnectionHandler] = []
         self._connected = threading.Event()
         self._failure: str | None = None
@@ -83,6 +88,7 @@ class PahoBus:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         # Let many QoS 1 messages be in flight: the default 20 would make a burst
         # of results wait for acknowledgements one window at a time.
@@ -201,8 +207,10 @@ class PahoBus:
             self._failure = None
             with self._subs_lock:
                 subs = list(self._subs.items())
-            for topic_filter, (_, qos) in subs:
-                client.subscribe(topic_filter, options=_sub_options(qos))
+                pending = (client.subscribe(f, options=_sub_options(q))[1] for f, (_, q) in subs)
+                self._pending_subacks = {mid for mid in pending if mid is not None}
+                if not self._pending_subacks:
+                    self.subscribed.set()
             self._connected.set()
             log.info("connected to %s as %s", self.address.url, self.client_id)
             for handler in self._conn_handlers:
@@ -210,12 +218,21 @@ class PahoBus:
         except Exception:
             log.exception("error in connect handler")
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        with self._subs_lock:
+            self._pending_subacks.discard(mid)
+            if not self._pending_subacks:
+                self.subscribed.set()
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         try:
             was = self._connected.is_set()
             self._connected.clear()
+            self.subscribed.clear()
             if reason is not None and getattr(reason, "is_failure", False):
                 self._failure = str(reason)
             if was:

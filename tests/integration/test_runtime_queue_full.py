@@ -5,6 +5,7 @@ Nothing is lost, nothing runs twice, and arrival order is kept."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ from tests.harness.agent import Probe, user_props, write_component
 
 pytestmark = pytest.mark.integration
 
-SLOW = """
-    import time
+GATED = """
+    import os, time
     def handler(event, context):
-        time.sleep(0.05)  # the workload: slower than the burst arrives
+        # Hold the only worker until the test opens the gate, so the queue fills.
+        while not os.path.exists(os.environ["GATE"]):
+            time.sleep(0.01)
         return {"n": event["n"]}
 """
 
@@ -25,19 +28,28 @@ SLOW = """
 def test_reject_holds_a_burst_back_and_runs_each_message_once_in_order(
     tmp_path: Path, agent_factory: Any, probe: Probe
 ) -> None:
+    gate = tmp_path / "gate"
     comp = write_component(
-        tmp_path / "c", "slow", SLOW,
-        manifest="""
-            limits: {timeout: 5s, max_instances: 1, max_queue: 2, queue_full: reject}
+        tmp_path / "c", "slow", GATED,
+        manifest=f"""
+            limits: {{timeout: 60s, max_instances: 1, max_queue: 2, queue_full: reject}}
+            environment: {{GATE: "{gate}"}}
         """,
     )
     agent = agent_factory([comp]).start()
     probe.follow("out/#")
     for n in range(12):
         probe.publish("in/slow/x", json.dumps({"n": n}))
+    # One running, two queued: the rest must be held back. The log is a file with no
+    # event to wait on, so it is polled with a deadline.
+    deadline = time.monotonic() + 30
+    while "queue of slow is full: holding intake" not in agent.log_text():
+        assert time.monotonic() < deadline, agent.log_text()[-2000:]
+        time.sleep(0.05)
+    assert not probe.on("out/slow")
+    gate.touch()
     outputs = probe.wait_count("out/slow", 12, timeout=30)
     assert [json.loads(m.payload)["n"] for m in outputs] == list(range(12))
     seqs = [int(user_props(m)["seq"]) for m in outputs]
     assert seqs == sorted(seqs) and len(set(seqs)) == 12
-    assert "queue of slow is full: holding intake" in agent.log_text()
     assert agent.alive()

@@ -363,6 +363,9 @@ def test_full_queue_refuses_intake_but_never_strands_a_recorded_record(
     assert runner.submit(intake(1, {}))
     gate.arrived()  # the only worker is busy with seq 1; the queue is empty
     assert runner.accepting()
+    # Records admitted at intake but not yet queued (in one group commit) count too.
+    assert runner.accepting(admitted=1)
+    assert not runner.accepting(admitted=2)
     assert runner.submit(intake(2, {}))
     assert runner.submit(intake(3, {}))
     assert runner.queue_depth == 2
