@@ -113,6 +113,13 @@ class Agent:
             self._resubscribe()
         self.status.start()
 
+    def stop_budget(self) -> float:
+        """Seconds a graceful ``stop`` may take: the longest component timeout, its
+        grace, and the store's last commit and the offline status."""
+        with self._lock:
+            longest = max((r.manifest.limits.timeout for r in self.runners.values()), default=0)
+        return longest + 2.0 + 10.0
+
     def stop(self) -> None:
         """Graceful stop: no new intake; in-flight invocations finish; queued ones stay
         pending in the store and run at the next start."""
@@ -120,6 +127,8 @@ class Agent:
         with self._lock:
             runners = list(self.runners.values())
         for runner in runners:
+            runner.request_stop()
+        for runner in runners:  # in parallel: the slowest bounds the whole stop
             runner.stop(runner.manifest.limits.timeout + 2.0)
         self.services.stop()
         self.store.close()

@@ -244,13 +244,20 @@ class ComponentRunner:
                 self._spawn_locked(pinned=False)
         self._set_state("RUNNING")
 
-    def stop(self, timeout: float) -> None:
-        """Stop taking work, let in-flight invocations finish (bounded by ``timeout``)."""
-        self._set_state("STOPPING")
+    def request_stop(self) -> None:
+        """Stop taking work, without waiting (``stop`` waits): the agent asks every
+        component first, so in-flight invocations finish in parallel."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             self._stop_event.set()
             self._cond.notify_all()
+        self._set_state("STOPPING")
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking work, let in-flight invocations finish (bounded by ``timeout``)."""
+        self.request_stop()
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
             t.join(max(0.0, deadline - time.monotonic()))

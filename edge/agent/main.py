@@ -7,11 +7,11 @@ anything else the device does not need (a test checks ``sys.modules``).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -235,14 +235,12 @@ def run(args: argparse.Namespace) -> int:
         from edge.agent.deploy_host import attach_deployer
 
         deployer = attach_deployer(agent, bus, device, data_dir)
-    stop = threading.Event()
+    from edge.agent.signals import StopSignals
 
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = StopSignals()
+    # ``kill -USR1`` writes every thread's stack to stderr (the log), from C, so it works
+    # even when Python code is stuck: how a hang in the field gets diagnosed.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.greengrass:
         bus.connect()  # IPC subscriptions need the connection first
         agent.start()
@@ -257,12 +255,17 @@ def run(args: argparse.Namespace) -> int:
         extra={"stream": "agent"},
     )
     observe.start()
-    stop.wait()
+    received = signals.wait()
+    log.info("received %s; stopping", received.name if received else "a stop")
+    # Whatever was accepted is on disk, so a stop that hangs can end as a crash would:
+    # with every thread's stack in the log, and a non-zero exit for the supervisor.
+    faulthandler.dump_traceback_later(agent.stop_budget(), exit=True)
     observe.stop()
     if deployer is not None:
         deployer.stop()
     agent.stop()
     bus.close()
+    faulthandler.cancel_dump_traceback_later()
     log.info("agent stopped")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -107,17 +106,15 @@ def register(app: typer.Typer) -> None:
             root, folders, device_file=device, broker_url=broker, cloud=cloud,
             data_dir=data_dir.resolve(), on_event=render_json if as_json else render_text,
         )
+        from edge.agent.signals import StopSignals
+
         stop = threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            stop.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        signals = StopSignals()
+        signals.set_on_signal(stop)
         try:
             session.start()
             session.watch(stop)
         finally:
             session.stop()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signals.close()
         print("edgectl dev: stopped", file=sys.stderr)

@@ -8,6 +8,7 @@ status message, not on a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -183,7 +184,18 @@ class AgentRunner:
     def terminate(self, timeout: float = 20.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Ask for every thread's stack (faulthandler on SIGUSR1) so the failure shows
+            # where the agent is stuck.
+            self.proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(1.0)
+            raise AssertionError(
+                f"agent did not stop within {timeout:g}s of SIGTERM; log tail:\n"
+                + self.log_text()[-8000:]
+            ) from None
 
     def kill(self) -> None:
         assert self.proc is not None
