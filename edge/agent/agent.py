@@ -258,11 +258,13 @@ class Agent:
             if record.kind == "result":
                 for topic in runner.output_topics:
                     self._publish(topic, record.body, props)
-                line = record.to_json()
-                entries = [
-                    OutboxEntry(sink, record.component, record.result_id, line)
-                    for sink in self._sink_names.get(record.component, ())
-                ]
+                sinks = self._sink_names.get(record.component, ())
+                if sinks:
+                    line = record.to_json()
+                    entries = [
+                        OutboxEntry(sink, record.component, record.result_id, line)
+                        for sink in sinks
+                    ]
             else:
                 self._publish(runner.errors_topic, record.body, props)
                 err = done.outcome.error or {}

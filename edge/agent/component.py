@@ -52,9 +52,8 @@ from edge.model.topics import matches, render
 from edge.sync.records import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
+    IdMinter,
     ResultRecord,
-    request_id_for,
-    result_id_for,
 )
 
 log = logging.getLogger(__name__)
@@ -178,6 +177,7 @@ class ComponentRunner:
         self.device = device
         self.thing = thing
         self._epoch = epoch
+        self._ids = IdMinter(thing, manifest.name, epoch)
         self._on_finished = on_finished
         self._on_state_change = on_state_change
         self._on_dropped = on_dropped
@@ -441,7 +441,7 @@ class ComponentRunner:
             self._set_state("ERRORED")
 
     def _run_one(self, worker: Worker | None, item: IntakeRecord) -> Worker | None:
-        request_id = request_id_for(self.thing, self.manifest.name, item.seq, self._epoch)
+        request_id = self._ids.request_id(item.seq)
         encoding = item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic)
         started = self._clock()
         outcome: Outcome
@@ -572,7 +572,7 @@ class ComponentRunner:
             content_type = JSON_CONTENT_TYPE
             body = json.dumps(dict(outcome.error or {}), separators=(",", ":")).encode()
         return ResultRecord(
-            result_id=result_id_for(self.thing, self.manifest.name, item.seq, self._epoch),
+            result_id=self._ids.result_id(item.seq),
             seq=item.seq,
             device=self.device,
             thing=self.thing,

@@ -32,6 +32,7 @@ Three more duties live here because they must be atomic with those writes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,6 +56,12 @@ RESULT_ESTIMATE_PRIOR = 1024.0
 #: out packet ids per client in sequence (1..65535), so inside this window one packet
 #: id belongs to one message.
 DEDUPE_WINDOW = 20_000
+# Rows of ``seen`` beyond the window are deleted in one go every this many messages
+# (the window itself is exact: lookups ignore older rows).
+PRUNE_EVERY = 512
+# The moving result-size estimate is persisted every this many completions: it only
+# has to survive a restart roughly.
+ESTIMATE_SAVE_EVERY = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intake (
@@ -221,9 +228,12 @@ class Store:
         self._queued = 0  # intake rows handed to ``record`` and not committed yet
         self._outbox_bytes: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
+        self._estimate_unsaved = 0
         self._load_counters()
 
     def _load_counters(self) -> None:
+        (seen_max,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM seen").fetchone()
+        self._seen_max = self._seen_pruned_at = int(seen_max)
         row = self._conn.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM intake"
         ).fetchone()
@@ -251,6 +261,12 @@ class Store:
             self._ops.put(None)
             self._thread.join()
             self._thread = None
+        if self._estimate_unsaved:
+            with contextlib.suppress(sqlite3.Error):  # only an estimate: never block a stop
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('result_estimate', ?)",
+                    (repr(self._result_estimate),),
+                )
         self._conn.close()
         self._reader.close()
 
@@ -348,14 +364,14 @@ class Store:
             if batch:
                 self._commit(batch)
 
-    def _is_redelivery(self, cur: sqlite3.Cursor, op: _Intake, fp: bytes) -> bool:
+    def _is_redelivery(self, cur: sqlite3.Cursor, op: _Intake, fp: bytes, seen_max: int) -> bool:
         d = op.delivery
         if not d.dup or not d.packet_id:
             return False
         row = cur.execute(
-            "SELECT connection FROM seen WHERE packet_id = ? AND fingerprint = ?"
+            "SELECT connection FROM seen WHERE packet_id = ? AND fingerprint = ? AND id > ?"
             " ORDER BY id DESC LIMIT 1",
-            (d.packet_id, fp),
+            (d.packet_id, fp, seen_max - self._dedupe_window),
         ).fetchone()
         return row is not None and row[0] != d.connection
 
@@ -369,6 +385,7 @@ class Store:
         outbox_delta: dict[str, int] = {}
         duplicates = 0
         dropped: dict[str, int] = {}
+        seen_max = self._seen_max
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -377,7 +394,7 @@ class Store:
                     queued_delta -= len(op.components)
                     rows: list[IntakeRecord] = []
                     fp = fingerprint(op.topic, op.payload, op.properties)
-                    if self._is_redelivery(cur, op, fp):
+                    if self._is_redelivery(cur, op, fp, seen_max):
                         duplicates += 1
                         callbacks.append(_bind(op.done, rows))
                         continue
@@ -404,6 +421,7 @@ class Store:
                             " VALUES (?, ?, ?, ?)",
                             (op.delivery.packet_id, fp, op.delivery.connection, rows[0].seq),
                         )
+                        seen_max = cur.lastrowid or seen_max
                     callbacks.append(_bind(op.done, rows))
                 else:
                     gone = cur.execute(
@@ -424,8 +442,12 @@ class Store:
                         outbox_added = True
                     if op.done is not None:
                         callbacks.append(op.done)
-            self._prune_seen(cur)
-            if result_sizes:
+            pruned_at = self._seen_pruned_at
+            if seen_max - pruned_at >= PRUNE_EVERY:
+                cur.execute("DELETE FROM seen WHERE id <= ?", (seen_max - self._dedupe_window,))
+                pruned_at = seen_max
+            estimate_saved = False
+            if result_sizes and self._estimate_unsaved + len(result_sizes) >= ESTIMATE_SAVE_EVERY:
                 estimate = self._result_estimate
                 for size in result_sizes:
                     estimate = 0.9 * estimate + 0.1 * size
@@ -433,6 +455,7 @@ class Store:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('result_estimate', ?)",
                     (repr(estimate),),
                 )
+                estimate_saved = True
             if outbox_added and self.when_full == "drop-oldest" and self.max_bytes is not None:
                 dropped = self._drop_oldest(cur, intake_delta, outbox_delta)
             cur.execute("COMMIT")
@@ -440,6 +463,8 @@ class Store:
             cur.execute("ROLLBACK")
             log.exception("store commit failed; %d operations not recorded", len(batch))
             return
+        self._seen_max, self._seen_pruned_at = seen_max, pruned_at
+        self._estimate_unsaved = 0 if estimate_saved else self._estimate_unsaved + len(result_sizes)
         with self._bytes_lock:
             self._intake_bytes += intake_delta
             self._pending += pending_delta
@@ -476,11 +501,6 @@ class Store:
                 listener()
             except Exception:
                 log.exception("store space listener failed")
-
-    def _prune_seen(self, cur: sqlite3.Cursor) -> None:
-        row = cur.execute("SELECT MAX(id) FROM seen").fetchone()
-        if row and row[0] is not None and row[0] > self._dedupe_window:
-            cur.execute("DELETE FROM seen WHERE id <= ?", (row[0] - self._dedupe_window,))
 
     def _drop_oldest(
         self, cur: sqlite3.Cursor, intake_delta: int, outbox_delta: dict[str, int]

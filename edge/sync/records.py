@@ -16,7 +16,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from edge.errors import ValidationError
@@ -55,6 +55,30 @@ def request_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str
     return str(uuid.UUID(bytes=raw, version=4))
 
 
+class IdMinter:
+    """``result_id_for`` and ``request_id_for`` of one thing, component and epoch, with
+    the constant part of the hashed JSON encoded once: the same ids at a fraction of
+    the cost, on the path every result takes."""
+
+    def __init__(self, thing: str, component: str, epoch: str = "") -> None:
+        def around(kind: str) -> tuple[bytes, bytes]:
+            head = json.dumps([kind, thing, component], separators=(",", ":"), ensure_ascii=False)
+            tail = "," + json.dumps(epoch, ensure_ascii=False) + "]"
+            return (head[:-1] + ",").encode("utf-8"), tail.encode("utf-8")
+
+        self._result = around("edge.result.v1")
+        self._request = around("edge.request.v1")
+
+    def result_id(self, seq: int) -> str:
+        head, tail = self._result
+        return hashlib.sha256(head + str(int(seq)).encode() + tail).hexdigest()[:32]
+
+    def request_id(self, seq: int) -> str:
+        head, tail = self._request
+        raw = hashlib.sha256(head + str(int(seq)).encode() + tail).digest()[:16]
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
 @dataclass(frozen=True)
 class ResultRecord:
     """One result (or error) of one invocation, as kept in the outbox and written to sinks."""
@@ -80,7 +104,8 @@ class ResultRecord:
 
     def to_json(self) -> str:
         """One line of JSON (body base64-encoded), the outbox's storage format."""
-        data: dict[str, Any] = asdict(self)
+        # By hand, not ``asdict`` (which deep-copies every field): the same JSON.
+        data: dict[str, Any] = {f: getattr(self, f) for f in _FIELDS}
         data["body"] = base64.b64encode(self.body).decode("ascii")
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
@@ -102,3 +127,6 @@ class ResultRecord:
                 value=record.result_id,
             )
         return record
+
+
+_FIELDS = tuple(f.name for f in fields(ResultRecord))

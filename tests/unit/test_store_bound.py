@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent.store import Delivery, IntakeRecord, OutboxEntry, Store
+from edge.agent.store import PRUNE_EVERY, Delivery, IntakeRecord, OutboxEntry, Store
 
 WAIT = 5.0
 
@@ -117,6 +117,19 @@ def test_the_window_forgets_old_messages(tmp_path: Path) -> None:
         late = Delivery(dup=True, packet_id=1, connection="b")
         assert record(store, delivery=late) != []  # outside the window: runs again
         assert record(store, payload=b"4", delivery=Delivery(True, 4, "b")) == []
+    finally:
+        store.close()
+
+
+def test_rows_beyond_the_window_are_deleted_in_batches(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db", fsync=False, dedupe_window=10)
+    store.start()
+    try:
+        for pid in range(1, PRUNE_EVERY + 2):
+            first = Delivery(packet_id=pid, connection="a")
+            record(store, payload=str(pid).encode(), delivery=first)
+        (left,) = store._reader.execute("SELECT COUNT(*) FROM seen").fetchone()
+        assert 10 <= left <= 10 + PRUNE_EVERY and left < PRUNE_EVERY
     finally:
         store.close()
 

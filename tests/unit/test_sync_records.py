@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import uuid
 
 import pytest
@@ -9,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.errors import ValidationError
-from edge.sync.records import ResultRecord, request_id_for, result_id_for
+from edge.sync.records import IdMinter, ResultRecord, request_id_for, result_id_for
 
 
 def make_record(**overrides) -> ResultRecord:
@@ -79,6 +82,27 @@ def test_json_round_trip(body: bytes, seq: int, topic: str, kind: str) -> None:
         body=body, seq=seq, topic=topic, kind=kind, content_type="application/octet-stream"
     )
     assert ResultRecord.from_json(record.to_json()) == record
+
+
+names = st.text(max_size=40)  # any Unicode, quotes and separators included
+
+
+@given(names, names, st.integers(min_value=0, max_value=2**63), names)
+def test_the_minter_gives_the_same_ids_as_the_functions(
+    thing: str, component: str, seq: int, epoch: str
+) -> None:
+    ids = IdMinter(thing, component, epoch)
+    assert ids.result_id(seq) == result_id_for(thing, component, seq, epoch)
+    assert ids.request_id(seq) == request_id_for(thing, component, seq, epoch)
+
+
+def test_to_json_holds_every_field_in_sorted_order() -> None:
+    record = make_record(body=b"\x00\xff")
+    data = json.loads(record.to_json())
+    expected = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    expected["body"] = base64.b64encode(b"\x00\xff").decode()
+    assert data == expected
+    assert list(data) == sorted(data)
 
 
 def test_to_json_is_one_line() -> None:
