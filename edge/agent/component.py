@@ -446,34 +446,30 @@ class ComponentRunner:
         started = self._clock()
         outcome: Outcome
         failure: Outcome | None = None  # the worker (not the handler) failed
-        if encoding == "json" and not is_json(item.payload):
-            outcome = Outcome.failure(
-                "Runtime.InvalidEvent",
-                f"payload on topic {item.topic!r} is not JSON ({len(item.payload)} bytes)",
+        # A payload that is not JSON on a ``json`` trigger is the runtime's to report
+        # (Runtime.InvalidEvent): it parses the event anyway, so the agent does not.
+        try:
+            worker = self._ensure_worker(worker)
+            outcome = worker.invoke(
+                request_id=request_id,
+                topic=item.topic,
+                payload=item.payload,
+                encoding=encoding,
+                timeout=self.manifest.limits.timeout,
+                on_call=lambda call, body: self._answer_call(item, call, body),
             )
-        else:
-            try:
-                worker = self._ensure_worker(worker)
-                outcome = worker.invoke(
-                    request_id=request_id,
-                    topic=item.topic,
-                    payload=item.payload,
-                    encoding=encoding,
-                    timeout=self.manifest.limits.timeout,
-                    on_call=lambda call, body: self._answer_call(item, call, body),
-                )
-                if not worker.alive():  # a fatal outcome (out of memory): replaced next time
-                    failure = outcome
-                    worker = None
-                else:
-                    self._restart_backoff = 0.0
-                    self._failures_in_a_row = 0
-            except WorkerDied as died:
-                outcome = died.outcome
-                worker = None
-                if outcome.error_type == "Runtime.Timeout":
-                    self.counters.timeouts += 1
+            if worker.reaped:  # a fatal outcome (out of memory): replaced next time
                 failure = outcome
+                worker = None
+            else:
+                self._restart_backoff = 0.0
+                self._failures_in_a_row = 0
+        except WorkerDied as died:
+            outcome = died.outcome
+            worker = None
+            if outcome.error_type == "Runtime.Timeout":
+                self.counters.timeouts += 1
+            failure = outcome
         self.counters.invocations += 1
         self.counters.durations_ms.append(outcome.duration_ms)
         if not outcome.ok:

@@ -223,6 +223,12 @@ class Worker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def reaped(self) -> bool:
+        """True once the agent has reaped the process (after ``kill``, or a fatal
+        reply): what ``alive()`` says without a system call, for after each invocation."""
+        return self._proc is None or self._proc.returncode is not None
+
     # -- start ---------------------------------------------------------------------------
     def _command(self, env: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
         """The command line and Popen keywords for the spec's runtime."""

@@ -128,6 +128,14 @@ class _TaggedStream:
 _TAG = _TaggedStream(sys.stderr)
 
 
+class _InvalidEvent(Exception):
+    """The payload on a ``json`` trigger is not JSON: the runtime's error, not the
+    handler's (checked here rather than in the agent, which would parse it twice)."""
+
+    def __init__(self, topic: str, size: int) -> None:
+        super().__init__(f"payload on topic {topic!r} is not JSON ({size} bytes)")
+
+
 class _Channel:
     """Lets the handler's context call the agent in the middle of an invocation."""
 
@@ -205,7 +213,10 @@ def serve(inp_fd: int, out_fd: int) -> int:
         try:
             event: Any = payload
             if req.get("encoding", "json") == "json":
-                event = json.loads(payload)
+                try:
+                    event = json.loads(payload)
+                except ValueError:  # UnicodeDecodeError included
+                    raise _InvalidEvent(req.get("topic", ""), len(payload)) from None
             context = LambdaContext(
                 aws_request_id=request_id,
                 deadline=started + int(req.get("timeout_ms", 3000)) / 1000,
@@ -217,6 +228,9 @@ def serve(inp_fd: int, out_fd: int) -> int:
             del event, context
         except KeyboardInterrupt:
             raise
+        except _InvalidEvent as exc:
+            reply.update(ok=False, error={"errorType": "Runtime.InvalidEvent",
+                                          "errorMessage": str(exc), "stackTrace": []})
         except MemoryError as exc:
             err = error_record(exc, "Runtime.OutOfMemory")
             err["errorMessage"] = f"out of memory (limit {memory_mb} MB)"

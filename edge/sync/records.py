@@ -75,8 +75,12 @@ class IdMinter:
 
     def request_id(self, seq: int) -> str:
         head, tail = self._request
-        raw = hashlib.sha256(head + str(int(seq)).encode() + tail).digest()[:16]
-        return str(uuid.UUID(bytes=raw, version=4))
+        raw = bytearray(hashlib.sha256(head + str(int(seq)).encode() + tail).digest()[:16])
+        # What ``uuid.UUID(bytes=raw, version=4)`` sets, without building the object.
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)

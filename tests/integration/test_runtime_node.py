@@ -83,6 +83,11 @@ def test_node_async_and_callback_handlers(
     assert record["errorType"] == "TypeError"
     assert record["errorMessage"] == "not a number: x"
     assert any("index.js" in line for line in record["stackTrace"])
+    # Not JSON on a json trigger: the runtime's error, and the handler never runs.
+    probe.publish("in/nasync/s1", b"\xff not json")
+    invalid = json.loads(probe.wait_count("edge/dev1/nasync/errors", 2)[-1].payload)
+    assert invalid == {"errorType": "Runtime.InvalidEvent", "stackTrace": [],
+                       "errorMessage": "payload on topic 'in/nasync/s1' is not JSON (10 bytes)"}
 
     probe.publish("in/ncb/s", json.dumps({"do": "never"}))
     probe.publish("in/ncb/s", json.dumps({"n": 2}))

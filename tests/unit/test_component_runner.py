@@ -269,13 +269,12 @@ def test_handler_error_is_an_error_record(tmp_path: Path, runners: list[Componen
     assert record.result_id == result_id_for(THING, NAME, 1, "epoch-1")
 
 
-def test_non_json_payload_on_a_json_trigger_never_starts_a_worker(
+def test_non_json_payload_on_a_json_trigger_is_the_runtimes_error(
     tmp_path: Path, runners: list[ComponentRunner]
 ) -> None:
-    # The handler module cannot even be imported: had a worker been started, the
-    # outcome would be Runtime.ImportModuleError.
+    # ``boom`` raises for any event it is given: the handler must never see this one.
     results = Results()
-    runner = make_runner(component(tmp_path, "missing_dependency.handler"), results, runners)
+    runner = make_runner(component(tmp_path, "app.boom"), results, runners)
     runner.submit(intake(3, raw=b"\x89PNG not json"))
     record = results.record(3)
     assert record.kind == "error"
@@ -287,6 +286,7 @@ def test_non_json_payload_on_a_json_trigger_never_starts_a_worker(
     assert runner.counters.invocations == 1
     assert runner.counters.errors == 1
     assert runner.counters.worker_restarts == 0
+    assert runner.state == "RUNNING"  # the worker is fine and stays
 
 
 def test_import_error_becomes_an_error_record(

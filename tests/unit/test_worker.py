@@ -177,7 +177,9 @@ def test_non_json_payload_reaching_a_json_worker_is_an_error_not_a_crash(started
     outcome = call(worker, b"\xffnot json")
     assert not outcome.ok
     assert outcome.error is not None
-    assert outcome.error["errorType"] in {"JSONDecodeError", "UnicodeDecodeError"}
+    assert outcome.error["errorType"] == "Runtime.InvalidEvent"
+    assert outcome.error["errorMessage"].endswith("is not JSON (9 bytes)")
+    assert outcome.error["stackTrace"] == []
     assert worker.alive()
 
 

@@ -214,7 +214,11 @@ function invoke(req, payload) {
   try {
     event = req.encoding === 'binary' ? payload : JSON.parse(payload.toString('utf8'));
   } catch (e) {
-    finish(e);
+    // The runtime's error, not the handler's (the agent leaves this check to us).
+    const bad = new Error(`payload on topic '${req.topic || ''}' is not JSON (${payload.length} bytes)`);
+    bad.name = 'Runtime.InvalidEvent';
+    bad.stack = '';
+    finish(bad);
     return;
   }
   const context = makeContext(req, started);
