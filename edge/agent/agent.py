@@ -41,6 +41,7 @@ from edge.sync.sinks import Sink
 log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[ComponentManifest], Mapping[str, Sink]]
+TARGET_CACHE_MAX = 4096  # distinct trigger topics remembered (beyond: matched each time)
 
 
 class Agent:
@@ -79,6 +80,9 @@ class Agent:
         self.runners: dict[str, ComponentRunner] = {}
         self._sink_names: dict[str, tuple[str, ...]] = {}
         self._filters: list[tuple[str, str]] = []  # (rendered filter, component)
+        # Topic -> target components, for the filter list it was computed from (a device
+        # sees a few distinct trigger topics over and over).
+        self._targets: tuple[list[tuple[str, str]], dict[str, list[str]]] = (self._filters, {})
         # Replacing a runner re-submits the component's pending records; a record
         # committed before that scan must not also be dispatched by its commit callback.
         self._dispatch_lock = threading.Lock()
@@ -214,7 +218,15 @@ class Agent:
     def _on_trigger(self, message: Message) -> None:
         if not self._accepting.is_set():
             return  # not acknowledged: the broker redelivers it after restart
-        targets = sorted({c for f, c in self._filters if matches(f, message.topic)})
+        filters, cache = self._targets
+        if filters is not self._filters:  # replaced since: start a new cache
+            filters, cache = self._filters, {}
+            self._targets = (filters, cache)
+        targets = cache.get(message.topic)
+        if targets is None:
+            targets = sorted({c for f, c in filters if matches(f, message.topic)})
+            if len(cache) < TARGET_CACHE_MAX:
+                cache[message.topic] = targets
         if not targets:
             self.bus.ack(message)
             return

@@ -51,7 +51,9 @@ class Intake:
         self._dispatch = dispatch
         self._room = room
         self._admitted: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
+        # Re-entrant: the store may commit a record inline and call ``recorded`` back on
+        # this thread, inside ``accept`` or ``resume``.
+        self._lock = threading.RLock()
         self._connection = ""
         self._parked: collections.deque[tuple[Message, Sequence[str], str]] = (
             collections.deque()

@@ -184,7 +184,9 @@ class Store:
     """The intake log and outbox; ``start()`` runs the writer thread.
 
     ``max_bytes`` bounds intake payloads plus outbox rows (None: unbounded);
-    ``when_full`` is ``backpressure`` or ``drop-oldest``.
+    ``when_full`` is ``backpressure`` or ``drop-oldest``. ``inline_commits``: a
+    trigger message that arrives while the writer is idle and messages are sparse
+    is committed on the caller's thread (see ``record``); ``clock`` times that rule.
     """
 
     def __init__(
@@ -196,6 +198,8 @@ class Store:
         max_bytes: int | None = None,
         when_full: str = "backpressure",
         dedupe_window: int = DEDUPE_WINDOW,
+        inline_commits: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if when_full not in POLICIES:
             raise ValueError(f"when_full must be one of {POLICIES}, got {when_full!r}")
@@ -212,6 +216,16 @@ class Store:
         self._reader = _connect(path, fsync=fsync)
         self._reader_lock = threading.Lock()
         self._ops: queue.SimpleQueue[_Intake | _Complete | None] = queue.SimpleQueue()
+        # Held by whichever thread commits: the writer, or a caller of ``record``
+        # committing inline while the writer is idle.
+        self._commit_lock = threading.Lock()
+        self._closed = False
+        self._unwritten = 0  # operations queued for the writer and not committed yet
+        self._inline = inline_commits
+        self._clock = clock
+        self._last_record = float("-inf")  # when ``record`` was last called
+        self._commit_cost = 0.0  # seconds a commit takes, on average (moving)
+        self.inline_commits = 0
         self._thread: threading.Thread | None = None
         self._outbox_listeners: list[Callable[[], None]] = []
         self._space_listeners: list[Callable[[], None]] = []
@@ -261,6 +275,8 @@ class Store:
             self._ops.put(None)
             self._thread.join()
             self._thread = None
+        with self._commit_lock:
+            self._closed = True  # a late ``record`` now stays unrecorded (and unacknowledged)
         if self._estimate_unsaved:
             with contextlib.suppress(sqlite3.Error):  # only an estimate: never block a stop
                 self._conn.execute(
@@ -328,20 +344,45 @@ class Store:
         identical readings published twice are two messages: the second is not
         DUP, or has another packet id.
         """
-        with self._bytes_lock:
-            self._queued += len(components)
-        self._ops.put(
-            _Intake(
-                components, topic, payload, properties, received_at or time.time(), done,
-                delivery or Delivery(),
-            )
+        op = _Intake(
+            components, topic, payload, properties, received_at or time.time(), done,
+            delivery or Delivery(),
         )
+        now = self._clock()
+        with self._bytes_lock:
+            # Inline only when nothing queued before this one is still uncommitted (the
+            # write stream keeps its order) and messages arrive further apart than a
+            # commit takes (else they are better grouped: one fsync for many).
+            inline = (
+                self._inline
+                and self._unwritten == 0
+                and now - self._last_record >= self._commit_cost
+            )
+            self._last_record = now
+            self._queued += len(components)
+        # An idle writer would only be woken to commit this one message: commit it here,
+        # on the caller's thread, and save two thread hand-offs (to the writer, and back
+        # to the network thread for the acknowledgement).
+        if inline and self._commit_lock.acquire(blocking=False):
+            try:
+                if not self._closed:
+                    self.inline_commits += 1
+                    self._commit([op])
+                    return
+            finally:
+                self._commit_lock.release()
+        self._put(op)
+
+    def _put(self, op: _Intake | _Complete) -> None:
+        with self._bytes_lock:
+            self._unwritten += 1
+        self._ops.put(op)
 
     def complete(
         self, seq: int, entries: Sequence[OutboxEntry], done: Callable[[], None] | None = None
     ) -> None:
         """Queue: delete intake row ``seq`` and append its results to the outbox, atomically."""
-        self._ops.put(_Complete(seq, entries, done))
+        self._put(_Complete(seq, entries, done))
 
     def _run(self) -> None:
         stopping = False
@@ -362,7 +403,10 @@ class Store:
                     break
                 batch.append(nxt)
             if batch:
-                self._commit(batch)
+                with self._commit_lock:
+                    self._commit(batch)
+                with self._bytes_lock:
+                    self._unwritten -= len(batch)
 
     def _is_redelivery(self, cur: sqlite3.Cursor, op: _Intake, fp: bytes, seen_max: int) -> bool:
         d = op.delivery
@@ -376,6 +420,7 @@ class Store:
         return row is not None and row[0] != d.connection
 
     def _commit(self, batch: list[_Intake | _Complete]) -> None:
+        began = self._clock()
         callbacks: list[Callable[[], None]] = []
         outbox_added = False
         intake_delta = 0
@@ -459,6 +504,7 @@ class Store:
             if outbox_added and self.when_full == "drop-oldest" and self.max_bytes is not None:
                 dropped = self._drop_oldest(cur, intake_delta, outbox_delta)
             cur.execute("COMMIT")
+            self._commit_cost = 0.8 * self._commit_cost + 0.2 * (self._clock() - began)
         except Exception:
             cur.execute("ROLLBACK")
             log.exception("store commit failed; %d operations not recorded", len(batch))

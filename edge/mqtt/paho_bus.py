@@ -68,6 +68,8 @@ class PahoBus:
         self._keepalive = keepalive
         self._subs: dict[str, tuple[MessageHandler, int]] = {}
         self._subs_lock = threading.Lock()
+        # Topic -> its handlers, cleared whenever a subscription changes.
+        self._handlers_by_topic: dict[str, list[MessageHandler]] = {}
         self._pending_subacks: set[int] = set()
         # Set once the broker acknowledged every subscription made on (re)connect;
         # connection handlers run at CONNACK already (a persistent session's queued
@@ -155,12 +157,14 @@ class PahoBus:
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
         with self._subs_lock:
             self._subs[topic_filter] = (handler, qos)
+            self._handlers_by_topic = {}
         if self._connected.is_set():
             self._client.subscribe(topic_filter, options=_sub_options(qos))
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._subs_lock:
             self._subs.pop(topic_filter, None)
+            self._handlers_by_topic = {}
         if self._connected.is_set():
             self._client.unsubscribe(topic_filter)
 
@@ -258,10 +262,14 @@ class PahoBus:
                 mid=msg.mid,
             )
             with self._subs_lock:
-                # One call per distinct handler even when several of its filters match.
-                handlers = list(
-                    dict.fromkeys(h for f, (h, _) in self._subs.items() if matches(f, msg.topic))
-                )
+                handlers = self._handlers_by_topic.get(msg.topic)
+                if handlers is None:
+                    # One call per distinct handler even when several of its filters match.
+                    handlers = list(dict.fromkeys(
+                        h for f, (h, _) in self._subs.items() if matches(f, msg.topic)
+                    ))  # fmt: skip
+                    if len(self._handlers_by_topic) < 4096:
+                        self._handlers_by_topic[msg.topic] = handlers
             if not handlers:
                 self.ack(message)
                 return

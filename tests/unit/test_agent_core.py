@@ -111,3 +111,25 @@ def test_message_matching_no_component_is_acked_at_once(tmp_path: Path) -> None:
         assert bus.acked == [5]
     finally:
         agent.stop()
+
+
+def test_routing_follows_a_removed_component_after_its_topic_was_seen(tmp_path: Path) -> None:
+    """Targets are remembered per topic; removing a component must forget them."""
+    bus = FakeBus()
+    agent = _agent(tmp_path, bus)
+    agent.start()
+    try:
+        agent.add_component(load_component(write_component(tmp_path, "echo", ECHO)))
+        handler: Any = bus.subscriptions["in/echo/+"]
+        handler(Message(topic="in/echo/s", payload=b'{"n": 1}', qos=1, mid=1))
+        for _ in range(200):
+            if any(t == "out/echo" for t, _, _ in bus.published):
+                break
+            bus.event.wait(0.05)
+            bus.event.clear()
+        agent.remove_component("echo")
+        handler(Message(topic="in/echo/s", payload=b'{"n": 2}', qos=1, mid=2))
+        assert bus.acked == [1, 2]
+        assert b'{"n": 2}' not in [r.payload for r in agent.store.pending()]
+    finally:
+        agent.stop()

@@ -113,7 +113,7 @@ def test_received_at_defaults_to_now(store: Store) -> None:
 
 
 def test_group_commit_covers_many_records_per_transaction(db: Path) -> None:
-    store = Store(db, fsync=False)
+    store = Store(db, fsync=False, inline_commits=False)
     store.start()
     try:
         # Hold the writer inside the first commit's callback until all 500 are queued:
@@ -133,7 +133,7 @@ def test_group_commit_covers_many_records_per_transaction(db: Path) -> None:
 
 
 def test_group_commit_honours_max_batch(db: Path) -> None:
-    store = Store(db, fsync=False, max_batch=100)
+    store = Store(db, fsync=False, max_batch=100, inline_commits=False)
     store.start()
     try:
         release = threading.Event()
@@ -327,3 +327,87 @@ def test_store_creates_its_folder(tmp_path: Path) -> None:
         assert store.next_seq() == 1
     finally:
         store.close()
+
+
+# -- inline commits: a sparse message is committed on the caller's thread ----------------
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def threads_of(store: Store, n: int, *, gap: float, clock: ManualClock) -> list[str]:
+    """Record ``n`` messages ``gap`` seconds apart; the thread each callback ran on."""
+    names: list[str] = []
+    done = threading.Event()
+
+    def recorded(rows: list[IntakeRecord]) -> None:
+        names.append(threading.current_thread().name)
+        if len(names) == n:
+            done.set()
+
+    for i in range(n):
+        clock.now += gap
+        store.record(["c"], "t", str(i).encode(), {}, recorded)
+    assert done.wait(WAIT)
+    return names
+
+
+def test_sparse_messages_are_committed_on_the_callers_thread(db: Path) -> None:
+    clock = ManualClock()
+    store = Store(db, fsync=False, clock=clock)
+    store.start()
+    try:
+        store._commit_cost = 0.010  # as if a commit (its fsync) took 10 ms
+        assert threads_of(store, 3, gap=1.0, clock=clock) == [threading.current_thread().name] * 3
+        assert store.inline_commits == 3 and store.commits == 3
+        assert [r.payload for r in store.pending()] == [b"0", b"1", b"2"]
+    finally:
+        store.close()
+
+
+def test_messages_closer_than_a_commit_go_to_the_writer(db: Path) -> None:
+    clock = ManualClock()
+    store = Store(db, fsync=False, clock=clock)
+    store.start()
+    try:
+        store._commit_cost = 0.010
+        names = threads_of(store, 5, gap=0.001, clock=clock)
+        assert names[1:] == ["store-writer"] * 4  # the first follows a long gap
+        assert store.inline_commits == 1
+    finally:
+        store.close()
+
+
+def test_no_inline_commit_overtakes_queued_work(db: Path) -> None:
+    """A continuation completes the row it replaces, then records its own: the new row
+    must never be durable while the old one is not yet completed."""
+    clock = ManualClock()
+    store = Store(db, fsync=False, clock=clock)
+    store.start()
+    try:
+        (old,) = record(store)
+        release = threading.Event()
+        store.complete(old.seq, [], lambda: release.wait(WAIT))  # holds the writer
+        clock.now += 60
+        new = Recorded()
+        store.record(["c"], "t", b"new", {}, new)
+        assert store.inline_commits == 1  # only the first record
+        release.set()
+        (row,) = new.wait()
+        assert [r.seq for r in store.pending()] == [row.seq]
+    finally:
+        store.close()
+
+
+def test_a_record_after_close_is_neither_committed_nor_an_error(db: Path) -> None:
+    store = Store(db, fsync=False)
+    store.start()
+    store.close()
+    late = Recorded()
+    store.record(["c"], "t", b"late", {}, late)
+    assert late.calls == 0  # unrecorded, so never acknowledged: the broker keeps it
