@@ -156,11 +156,16 @@ class _Complete:
 def fingerprint(topic: str, payload: bytes, properties: Mapping[str, str]) -> bytes:
     """SHA-256 over the topic, the payload and the user properties (order-free)."""
     h = hashlib.sha256()
-    head = json.dumps([topic, sorted(properties.items())], separators=(",", ":"))
+    head = _COMPACT.encode([topic, sorted(properties.items())])
     h.update(head.encode("utf-8"))
     h.update(b"\x00")
     h.update(payload)
     return h.digest()[:16]
+
+
+# ``json.dumps`` with any option builds a new encoder on every call; these paths run
+# once per message, so they keep one (the output is the same).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _connect(path: Path, *, fsync: bool) -> sqlite3.Connection:

@@ -73,12 +73,16 @@ def _load_handler(folder: str, handler: str) -> Any:
     return func
 
 
+# One encoder for every result: ``json.dumps`` with options builds one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _encode_result(value: Any) -> tuple[str, bytes]:
     if value is None:
         return "none", b""
     if isinstance(value, bytes | bytearray | memoryview):
         return "application/octet-stream", bytes(value)
-    return "application/json", json.dumps(value, separators=(",", ":")).encode()
+    return "application/json", _COMPACT.encode(value).encode()
 
 
 def _limit_memory(megabytes: int) -> None:

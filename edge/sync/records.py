@@ -111,7 +111,7 @@ class ResultRecord:
         # By hand, not ``asdict`` (which deep-copies every field): the same JSON.
         data: dict[str, Any] = {f: getattr(self, f) for f in _FIELDS}
         data["body"] = base64.b64encode(self.body).decode("ascii")
-        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+        return _SORTED_COMPACT.encode(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ResultRecord:
@@ -134,3 +134,5 @@ class ResultRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(ResultRecord))
+# One encoder for every record (``json.dumps`` with options builds one per call).
+_SORTED_COMPACT = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
