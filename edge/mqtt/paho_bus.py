@@ -12,6 +12,7 @@ Three things matter more than the API surface:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -39,6 +40,67 @@ def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):  # not a TCP socket (websocket wrapper, unix socket)
         pass
+
+
+class _DirectClient(mqtt.Client):
+    """paho's client, except that a publish from another thread is written at once.
+
+    Under ``loop_start`` paho appends a packet from any thread to its queue and wakes
+    its network thread through a socket pair to write it: per result, a thread
+    hand-off, a turn of paho's loop and a fight for the interpreter lock, all on the
+    latency path. Here a publishing thread that finds nothing queued and nobody
+    writing writes the packet itself, under a lock that the network thread's own
+    writes take too, so packets never interleave; under load (something queued, or
+    a write in progress) packets take paho's path and go out together. Whatever
+    the socket does not take at once is left to the network thread, woken as paho
+    would. Plain TCP only: an SSL object must not be written on one thread
+    while another reads it, so over TLS paho's own path is kept.
+
+    This leans on paho 2.x internals (``_packet_queue``, ``_out_packet``,
+    ``_thread``, ``_sockpairW``); a unit test checks they are still there.
+    """
+
+    def __init__(self, *args: Any, direct_writes: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct_writes = direct_writes
+        self._write_lock = threading.RLock()  # re-entrant: paho may call back while writing
+
+    def loop_write(self) -> MQTTErrorCode:
+        with self._write_lock:
+            return super().loop_write()
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        network = self._thread
+        if (
+            not self._direct_writes
+            or network is None
+            or network is threading.current_thread()
+            or (command & 0xF0) != mqtt.PUBLISH
+            or self._out_packet  # busy: queued packets go out together, as paho does
+            or not self._write_lock.acquire(blocking=False)
+        ):
+            return super()._packet_queue(command, packet, mid, qos, info)
+        try:
+            self._out_packet.append({
+                "command": command, "mid": mid, "qos": qos, "pos": 0,
+                "to_process": len(packet), "packet": packet, "info": info,
+            })  # fmt: skip
+            self.loop_write()
+        finally:
+            self._write_lock.release()
+        if self.want_write() and self._sockpairW is not None:
+            # Left over (a full socket buffer, or no connection yet): the network
+            # thread selects for writability once woken.
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._sockpairW.send(b"0")
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class PahoBus:
@@ -80,11 +142,12 @@ class PahoBus:
         self._failure: str | None = None
         self._started = False
         self._closing = False
-        self._client = mqtt.Client(
+        self._client = _DirectClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=manual_ack,
+            direct_writes=not address.tls,
         )
         self._client.on_socket_open = _nodelay
         self._client.on_connect = self._on_connect

@@ -1,0 +1,52 @@
+"""Publishes from a thread other than paho's network thread are written at once (plain
+TCP), in order, and paho's own path is kept over TLS."""
+
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge.mqtt.paho_bus import BrokerAddress, PahoBus, _DirectClient
+from tests.harness.agent import Probe
+from tests.harness.mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_paho_internals_it_relies_on_are_there() -> None:
+    client = _DirectClient(mqtt.CallbackAPIVersion.VERSION2, direct_writes=True)
+    for name in ("_out_packet", "_thread", "_sockpairW", "_packet_queue", "want_write"):
+        assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
+
+
+def test_a_publish_from_another_thread_is_on_the_wire_when_publish_returns(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    probe.follow("direct/#")
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+    bus.connect()
+    try:
+        client = bus._client
+        assert client._direct_writes
+        unsent: list[int] = []
+
+        def publish_all() -> None:
+            for n in range(200):
+                bus.publish("direct/x", str(n).encode(), qos=1, properties={"n": str(n)})
+                unsent.append(len(client._out_packet))  # paho's path leaves it queued
+
+        worker = threading.Thread(target=publish_all)
+        worker.start()
+        worker.join(10)
+        assert max(unsent) == 0
+        got = probe.wait_count("direct/x", 200)
+        assert [m.payload for m in got] == [str(n).encode() for n in range(200)]
+    finally:
+        bus.close()
+
+
+def test_tls_keeps_paho_s_own_writes() -> None:
+    address = BrokerAddress.parse("mqtts://127.0.0.1:8883")
+    assert not PahoBus(address)._client._direct_writes
