@@ -211,6 +211,7 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
+        self._sync_full = fsync  # what the writing connection is set to now
         self._max_batch = max_batch
         self.max_bytes = max_bytes
         self.when_full = when_full
@@ -413,6 +414,11 @@ class Store:
                 with self._bytes_lock:
                     self._unwritten -= len(batch)
 
+    def _synchronous(self, *, full: bool) -> None:
+        if full != self._sync_full:
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._sync_full = full
+
     def _is_redelivery(self, cur: sqlite3.Cursor, op: _Intake, fp: bytes, seen_max: int) -> bool:
         d = op.delivery
         if not d.dup or not d.packet_id:
@@ -437,6 +443,13 @@ class Store:
         dropped: dict[str, int] = {}
         seen_max = self._seen_max
         cur = self._conn.cursor()
+        if self._fsync:
+            # Only a commit that records intake must reach the disk before it returns
+            # (the broker is acknowledged after it). One that only completes work may
+            # wait for the next fsync of the write-ahead log, which covers it: a power
+            # cut in between rolls it back whole, and the invocation runs again with
+            # the same ids (sink writes are idempotent).
+            self._synchronous(full=any(isinstance(op, _Intake) for op in batch))
         cur.execute("BEGIN IMMEDIATE")
         try:
             for op in batch:

@@ -411,3 +411,32 @@ def test_a_record_after_close_is_neither_committed_nor_an_error(db: Path) -> Non
     late = Recorded()
     store.record(["c"], "t", b"late", {}, late)
     assert late.calls == 0  # unrecorded, so never acknowledged: the broker keeps it
+
+
+def test_with_fsync_every_intake_commit_is_full_and_completions_are_not(db: Path) -> None:
+    store = Store(db, fsync=True)
+    store.start()
+    seen: list[int] = []
+    try:
+        def level() -> int:
+            return int(store._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+        done = threading.Event()
+        rows: list[IntakeRecord] = []
+
+        def recorded(committed: list[IntakeRecord]) -> None:
+            rows.extend(committed)
+            seen.append(level())  # runs right after the commit, on the committing thread
+            done.set()
+
+        store.record(["c"], "t", b"{}", {}, recorded)
+        assert done.wait(WAIT)
+        completed = threading.Event()
+        store.complete(rows[0].seq, [], lambda: (seen.append(level()), completed.set()))
+        assert completed.wait(WAIT)
+        done.clear()
+        store.record(["c"], "t", b"{}", {}, recorded)
+        assert done.wait(WAIT)
+        assert seen == [2, 1, 2]  # FULL, NORMAL, FULL
+    finally:
+        store.close()
