@@ -313,25 +313,41 @@ def _cloud_clients(cloud: LocalCloud) -> tuple[Any, Any]:
     )
 
 
+def _records_in(key: str, body: bytes) -> list[Any]:
+    """The results one S3 object holds: a batch of JSON lines, or one result."""
+    if key.endswith(".ndjson"):
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+    try:
+        return [json.loads(body)]
+    except ValueError:
+        return [f"<{len(body)} bytes>"]
+
+
 def _wait_synced(
     manifest: ComponentManifest, s3: Any, ddb: Any, expected: int, timeout: float,
     result: DemoResult,
 ) -> None:
     """Poll the endpoint until every result is there (a remote store has no event)."""
     deadline = time.monotonic() + timeout
+    bodies: dict[str, bytes] = {}  # S3 key -> object (keys are deterministic, objects final)
     while True:
         items = ddb.scan_all(manifest.results.dynamodb.table) if manifest.results.dynamodb else []
         keys = []
         if manifest.results.s3:
             keys = s3.list_keys(manifest.results.s3.bucket)
+            for key in keys:
+                if key not in bodies:
+                    bodies[key] = s3.get_object(manifest.results.s3.bucket, key)
+        # Results close together share one newline-delimited object: count records.
+        in_s3 = sum(len(_records_in(key, bodies[key])) for key in keys)
         done_ddb = not manifest.results.dynamodb or len(items) >= expected
-        done_s3 = not manifest.results.s3 or len(keys) >= expected
+        done_s3 = not manifest.results.s3 or in_s3 >= expected
         if done_ddb and done_s3:
             break
         if time.monotonic() > deadline:
             raise EdgeError(
                 f"results did not reach the sinks in {timeout:.0f}s "
-                f"(DynamoDB {len(items)}/{expected}, S3 {len(keys)}/{expected})"
+                f"(DynamoDB {len(items)}/{expected}, S3 {in_s3}/{expected})"
             )
         time.sleep(0.2)
     result.items = [
@@ -341,9 +357,5 @@ def _wait_synced(
     if manifest.results.s3:
         bucket = manifest.results.s3.bucket
         for key in sorted(keys):
-            body = s3.get_object(bucket, key)
-            try:
-                content: Any = json.loads(body)
-            except ValueError:
-                content = f"<{len(body)} bytes>"
-            result.objects.append({"bucket": bucket, "key": key, "content": content})
+            for content in _records_in(key, bodies[key]):
+                result.objects.append({"bucket": bucket, "key": key, "content": content})
