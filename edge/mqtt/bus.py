@@ -13,6 +13,8 @@ durably first and the broker redelivers it if the device dies in between.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,9 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from edge.errors import UsageError
+from edge.model.topics import matches
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,3 +111,60 @@ class Bus(Protocol):
     def on_connection_change(self, handler: ConnectionHandler) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Subscriptions:
+    """A bus adapter's subscribed filters and their handlers (thread-safe), and the
+    delivery of one received message to them.
+
+    The handlers of each topic are remembered until a subscription changes: a device
+    sees a few trigger topics over and over, and matching every filter against every
+    message is per-message work for nothing.
+    """
+
+    CACHE_MAX = 4096  # distinct topics remembered (beyond: matched each time)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, tuple[MessageHandler, int]] = {}
+        self._by_topic: dict[str, list[MessageHandler]] = {}
+
+    def add(self, topic_filter: str, handler: MessageHandler, qos: int) -> None:
+        with self._lock:
+            self._subs[topic_filter] = (handler, qos)
+            self._by_topic = {}
+
+    def remove(self, topic_filter: str) -> None:
+        with self._lock:
+            self._subs.pop(topic_filter, None)
+            self._by_topic = {}
+
+    def filters(self) -> list[tuple[str, int]]:
+        """(filter, qos) of every subscription: what to subscribe again on a reconnect."""
+        with self._lock:
+            return [(f, q) for f, (_, q) in self._subs.items()]
+
+    def handlers_for(self, topic: str) -> list[MessageHandler]:
+        """One entry per distinct handler, even when several of its filters match."""
+        with self._lock:
+            handlers = self._by_topic.get(topic)
+            if handlers is None:
+                handlers = list(
+                    dict.fromkeys(h for f, (h, _) in self._subs.items() if matches(f, topic))
+                )
+                if len(self._by_topic) < self.CACHE_MAX:
+                    self._by_topic[topic] = handlers
+            return handlers
+
+    def deliver(self, message: Message, ack: Callable[[Message], None]) -> None:
+        """Hand ``message`` to its handlers; one nobody wants is acknowledged at once.
+        A failing handler is logged and never stops the others (or the adapter's loop)."""
+        handlers = self.handlers_for(message.topic)
+        if not handlers:
+            ack(message)
+            return
+        for handler in handlers:
+            try:
+                handler(message)
+            except Exception:
+                log.exception("message handler failed for topic %s", message.topic)

@@ -36,8 +36,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge.errors import BrokerError
-from edge.model.topics import matches
-from edge.mqtt.bus import BrokerAddress, ConnectionHandler, Message, MessageHandler, Will
+from edge.mqtt.bus import (
+    BrokerAddress,
+    ConnectionHandler,
+    Message,
+    MessageHandler,
+    Subscriptions,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +71,8 @@ class IotCoreBus:
         self._manual_ack = manual_ack
         self._keepalive = keepalive
         self._will = will
-        self._subs: dict[str, tuple[MessageHandler, int]] = {}
-        self._lock = threading.Lock()
+        self._subs = Subscriptions()
+        self._lock = threading.Lock()  # guards the acknowledgement handles
         self._conn_handlers: list[ConnectionHandler] = []
         self._connected = threading.Event()
         self._attempted = threading.Event()  # a connection attempt succeeded or failed
@@ -169,14 +175,12 @@ class IotCoreBus:
 
     # -- pub/sub --------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
-        with self._lock:
-            self._subs[topic_filter] = (handler, qos)
+        self._subs.add(topic_filter, handler, qos)
         if self._connected.is_set():
             self._subscribe([(topic_filter, qos)])
 
     def unsubscribe(self, topic_filter: str) -> None:
-        with self._lock:
-            self._subs.pop(topic_filter, None)
+        self._subs.remove(topic_filter)
         client = self._client
         if client is not None and self._connected.is_set():
             future = client.unsubscribe(self._mqtt5.UnsubscribePacket(topic_filters=[topic_filter]))
@@ -259,17 +263,7 @@ class IotCoreBus:
                 topic=packet.topic, payload=bytes(packet.payload or b""), qos=qos,
                 retain=bool(packet.retain), properties=props, mid=token,  # no DUP flag in the CRT
             )  # fmt: skip
-            with self._lock:
-                handlers = list(dict.fromkeys(
-                    h for f, (h, _) in self._subs.items() if matches(f, packet.topic)))  # fmt: skip
-            if not handlers:
-                self.ack(message)
-                return
-            for handler in handlers:
-                try:
-                    handler(message)
-                except Exception:
-                    log.exception("message handler failed for topic %s", packet.topic)
+            self._subs.deliver(message, self.ack)
         except Exception:
             log.exception("error while receiving a message")
 
@@ -277,9 +271,7 @@ class IotCoreBus:
         self._loop_threads.add(threading.get_ident())
         try:
             self._failure = None
-            with self._lock:
-                subs = [(f, q) for f, (_, q) in self._subs.items()]
-            self._subscribe(subs)
+            self._subscribe(self._subs.filters())
             self._connected.set()
             self._attempted.set()
             log.info("connected to %s as %s (awscrt)", self.address.url, self.client_id)

@@ -28,8 +28,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.errors import BrokerError
-from edge.model.topics import matches
-from edge.mqtt.bus import BrokerAddress, ConnectionHandler, Message, MessageHandler, Will
+from edge.mqtt.bus import (
+    BrokerAddress,
+    ConnectionHandler,
+    Message,
+    MessageHandler,
+    Subscriptions,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +134,8 @@ class PahoBus:
         self._session_expiry = session_expiry
         self._manual_ack = manual_ack
         self._keepalive = keepalive
-        self._subs: dict[str, tuple[MessageHandler, int]] = {}
-        self._subs_lock = threading.Lock()
-        # Topic -> its handlers, cleared whenever a subscription changes.
-        self._handlers_by_topic: dict[str, list[MessageHandler]] = {}
+        self._subs = Subscriptions()
+        self._subacks_lock = threading.Lock()
         self._pending_subacks: set[int] = set()
         # Set once the broker acknowledged every subscription made on (re)connect;
         # connection handlers run at CONNACK already (a persistent session's queued
@@ -218,16 +222,12 @@ class PahoBus:
 
     # -- pub/sub -------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
-        with self._subs_lock:
-            self._subs[topic_filter] = (handler, qos)
-            self._handlers_by_topic = {}
+        self._subs.add(topic_filter, handler, qos)
         if self._connected.is_set():
             self._client.subscribe(topic_filter, options=_sub_options(qos))
 
     def unsubscribe(self, topic_filter: str) -> None:
-        with self._subs_lock:
-            self._subs.pop(topic_filter, None)
-            self._handlers_by_topic = {}
+        self._subs.remove(topic_filter)
         if self._connected.is_set():
             self._client.unsubscribe(topic_filter)
 
@@ -269,9 +269,9 @@ class PahoBus:
                 log.warning("broker %s refused connection: %s", self.address.url, reason)
                 return
             self._failure = None
-            with self._subs_lock:
-                subs = list(self._subs.items())
-                pending = (client.subscribe(f, options=_sub_options(q))[1] for f, (_, q) in subs)
+            with self._subacks_lock:
+                subs = self._subs.filters()
+                pending = (client.subscribe(f, options=_sub_options(q))[1] for f, q in subs)
                 self._pending_subacks = {mid for mid in pending if mid is not None}
                 if not self._pending_subacks:
                     self.subscribed.set()
@@ -285,7 +285,7 @@ class PahoBus:
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
     ) -> None:
-        with self._subs_lock:
+        with self._subacks_lock:
             self._pending_subacks.discard(mid)
             if not self._pending_subacks:
                 self.subscribed.set()
@@ -324,23 +324,7 @@ class PahoBus:
                 properties=props,
                 mid=msg.mid,
             )
-            with self._subs_lock:
-                handlers = self._handlers_by_topic.get(msg.topic)
-                if handlers is None:
-                    # One call per distinct handler even when several of its filters match.
-                    handlers = list(dict.fromkeys(
-                        h for f, (h, _) in self._subs.items() if matches(f, msg.topic)
-                    ))  # fmt: skip
-                    if len(self._handlers_by_topic) < 4096:
-                        self._handlers_by_topic[msg.topic] = handlers
-            if not handlers:
-                self.ack(message)
-                return
-            for handler in handlers:
-                try:
-                    handler(message)
-                except Exception:
-                    log.exception("message handler failed for topic %s", msg.topic)
+            self._subs.deliver(message, self.ack)
         except Exception:
             log.exception("error while receiving a message")
 
