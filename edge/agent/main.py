@@ -183,24 +183,18 @@ def run(args: argparse.Namespace) -> int:
             device = replace(device, broker=replace(device.broker, client=args.mqtt_client))
         broker: BrokerConfig = device.broker
         will = Will(status_topic(device.thing_name), offline_will(device.name, device.thing_name))
+        adapter: Any = PahoBus
         if broker.client == "awsiot":
-            from edge.mqtt.iotcore_bus import BrokerAddress, IotCoreBus
+            from edge.mqtt.iotcore_bus import IotCoreBus
 
-            bus = IotCoreBus(
-                BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
-                client_id=f"edge-agent-{device.thing_name}",
-                persistent=True,
-                manual_ack=True,
-                will=will,
-            )
-        else:
-            bus = PahoBus(
-                BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
-                client_id=f"edge-agent-{device.thing_name}",
-                persistent=True,
-                manual_ack=True,
-                will=will,
-            )
+            adapter = IotCoreBus  # imported only when asked for: awscrt is heavy
+        bus = adapter(
+            BrokerAddress.parse(broker.url, ca=broker.ca, cert=broker.cert, key=broker.key),
+            client_id=f"edge-agent-{device.thing_name}",
+            persistent=True,
+            manual_ack=True,
+            will=will,
+        )
         data_dir = args.data_dir
     components = [load_component(path) for path in args.component]
     if not args.greengrass:
