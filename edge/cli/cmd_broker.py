@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli import render
+from edge.cli.options import DevicesDirOption
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
     @broker.command("config")
     def config_cmd(
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        devices_dir: DevicesDirOption = Path("devices"),
         components_dir: Annotated[Path, typer.Option(help="Component folders.")] = Path(
             "components"
         ),

@@ -10,6 +10,7 @@ import typer
 
 from edge.cli import render
 from edge.cli.direct_options import DirectOptions, run_direct_command
+from edge.cli.options import BrokerOption, DevicesDirOption
 from edge.deploy.calls import CallRecorder
 from edge.deploy.greengrass import DeployRequest, DeployTarget, Rollout, deploy, make_clients
 from edge.errors import UsageError
@@ -66,13 +67,11 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[
             float, typer.Option(min=1, help="Seconds to wait for a device (plus the window).")
         ] = 60.0,
-        broker: Annotated[
-            str | None, typer.Option(envvar="EDGECTL_BROKER", help="Override the broker URL.")
-        ] = None,
+        broker: BrokerOption = None,
         keys_dir: Annotated[
             Path | None, typer.Option(help="Default: keys/ beside devices/.")
         ] = None,
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        devices_dir: DevicesDirOption = Path("devices"),
         region: Annotated[str | None, typer.Option(envvar="AWS_REGION")] = None,
         profile: Annotated[str | None, typer.Option()] = None,
         max_per_minute: Annotated[int | None, typer.Option(min=1, max=1000)] = None,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli import render
+from edge.cli.options import DevicesDirOption
 
 #: The ``device`` sub-app; other modules may add commands to it (``device show``).
 device_app = typer.Typer(help="One device: its certificate and its state.", no_args_is_help=True)
@@ -16,7 +17,7 @@ device_app = typer.Typer(help="One device: its certificate and its state.", no_a
 @device_app.command("provision")
 def provision_cmd(
     name: Annotated[str, typer.Argument(help="Device name from devices/.")],
-    devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+    devices_dir: DevicesDirOption = Path("devices"),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Issue the device's client certificate (CN = its thing name), signed by the fleet

@@ -8,16 +8,14 @@ from typing import Annotated
 import typer
 
 from edge.cli.cmd_device import device_app
+from edge.cli.options import BrokerOption, DevicesDirOption
 
 
 @device_app.command("show")
 def show_cmd(
     name: Annotated[str, typer.Argument(help="Device name (devices/NAME.yaml) or thing name.")],
-    broker: Annotated[
-        str | None,
-        typer.Option(envvar="EDGECTL_BROKER", help="mqtt://HOST:PORT; default: devices/."),
-    ] = None,
-    devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+    broker: BrokerOption = None,
+    devices_dir: DevicesDirOption = Path("devices"),
     timeout: Annotated[float, typer.Option(help="Seconds to reach the broker.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

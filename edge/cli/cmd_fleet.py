@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edge.cli.options import BrokerOption, DevicesDirOption
 from edge.errors import UsageError
 from edge.model.status import DEVICE_STATES, FleetStatus
 
@@ -59,11 +60,8 @@ def register(app: typer.Typer) -> None:
                 help="Only devices in this state (repeatable): " + ", ".join(DEVICE_STATES)
             ),
         ] = None,
-        broker: Annotated[
-            str | None,
-            typer.Option(envvar="EDGECTL_BROKER", help="mqtt://HOST:PORT; default: devices/."),
-        ] = None,
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        broker: BrokerOption = None,
+        devices_dir: DevicesDirOption = Path("devices"),
         timeout: Annotated[float, typer.Option(help="Seconds to reach the broker.")] = 5.0,
         watch: Annotated[bool, typer.Option("--watch", help="Refresh live (Ctrl-C ends).")] = False,
         all_rows: Annotated[bool, typer.Option("--all", help="Every row, not one screen.")] = False,
@@ -152,10 +150,7 @@ def register(app: typer.Typer) -> None:
     @fleet.command("simulate")
     def simulate_cmd(
         devices: Annotated[int, typer.Option(help="How many devices.")],
-        broker: Annotated[
-            str | None,
-            typer.Option(envvar="EDGECTL_BROKER", help="mqtt://HOST:PORT; default: devices/."),
-        ] = None,
+        broker: BrokerOption = None,
         fail_rate: Annotated[
             float, typer.Option(help="Chance that a deployment fails its health gate.")
         ] = 0.0,
@@ -170,7 +165,7 @@ def register(app: typer.Typer) -> None:
         duration: Annotated[
             float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
         ] = None,
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        devices_dir: DevicesDirOption = Path("devices"),
     ) -> None:
         """Run N simulated devices in this process: status, heartbeats, last wills, and
         answers to deployments, as real agents give them."""

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from edge.cli.options import DevicesDirOption
+
 FORMATS = ("text", "mermaid", "dot", "png")
 
 
@@ -26,7 +28,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[
             str | None, typer.Option(help="only the set deployed on this device (its status)")
         ] = None,
-        devices_dir: Annotated[Path, typer.Option(help="inventory folder")] = Path("devices"),
+        devices_dir: DevicesDirOption = Path("devices"),
         broker: Annotated[
             str | None, typer.Option(help="the device's broker URL (default: its device file)")
         ] = None,

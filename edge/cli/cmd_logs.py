@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from edge.cli.options import BrokerOption, DevicesDirOption
 from edge.errors import UsageError
 
 
@@ -43,11 +44,8 @@ def register(app: typer.Typer) -> None:
         since: Annotated[str | None, typer.Option(help="10m, 2h, 1d or an ISO time.")] = None,
         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
         limit: Annotated[int, typer.Option(help="At most this many past lines.")] = 1000,
-        broker: Annotated[
-            str | None,
-            typer.Option(envvar="EDGECTL_BROKER", help="mqtt://HOST:PORT; default: devices/."),
-        ] = None,
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        broker: BrokerOption = None,
+        devices_dir: DevicesDirOption = Path("devices"),
         timeout: Annotated[float, typer.Option(help="Seconds to wait for the device.")] = 5.0,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli.direct_options import DirectOptions, run_direct_command
+from edge.cli.options import BrokerOption, DevicesDirOption
 
 
 def register(app: typer.Typer) -> None:
@@ -17,8 +18,8 @@ def register(app: typer.Typer) -> None:
         group: Annotated[str | None, typer.Option(help="Every device of this group.")] = None,
         timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per device.")] = 60.0,
         health_window: Annotated[float | None, typer.Option(min=0)] = None,
-        broker: Annotated[str | None, typer.Option(envvar="EDGECTL_BROKER")] = None,
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        broker: BrokerOption = None,
+        devices_dir: DevicesDirOption = Path("devices"),
         keys_dir: Annotated[Path | None, typer.Option()] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edge.cli import render
+from edge.cli.options import DevicesDirOption
 from edge.model.device import find_device
 from edge.sync.report import SyncStatus, read_sync_status
 
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
     def status_cmd(
         device: Annotated[str, typer.Option(help="The device (devices/NAME.yaml).")],
         broker: Annotated[str | None, typer.Option(help="Broker URL (default: the device file's).")] = None,  # noqa: E501
-        devices_dir: Annotated[Path, typer.Option(help="Inventory folder.")] = Path("devices"),
+        devices_dir: DevicesDirOption = Path("devices"),
         timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 10.0,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
