@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.harness.moto",
     "tests.harness.agent",
     "tests.harness.deploy",
+    "tests.harness.store",
 ]

@@ -6,8 +6,6 @@ items), with the exact BatchWriteItem request shapes checked by a botocore Stubb
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,14 +31,6 @@ def result(n: int) -> ResultRecord:
         request_id=f"req-{n}", received_at=1_700_000_000.0 + n, finished_at=1_700_000_000.5 + n,
         kind="result", content_type="application/json", body=b'{"n": %d}' % n,
     )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "agent.db", fsync=False)
-    s.start()
-    yield s
-    s.close()
 
 
 def test_throttles_and_unprocessed_items_are_retried_to_completion(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,6 @@ def complete(store: Store, seq: int, entries: list[OutboxEntry]) -> None:
 
 def entry(n: int, sink: str = "s3", component: str = "c", size: int = 10) -> OutboxEntry:
     return OutboxEntry(sink, component, f"rid-{n}", "x" * size)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "agent.db", fsync=False)
-    s.start()
-    yield s
-    s.close()
 
 
 # -- redelivery -------------------------------------------------------------------------

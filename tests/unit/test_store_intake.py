@@ -55,14 +55,6 @@ def flush(store: Store) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "agent.db", fsync=False)
-    s.start()
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def small(tmp_path: Path) -> Iterator[Store]:
     """Full once one record is pending: 12 payload bytes + 1 KiB reserved for its results."""
     s = Store(tmp_path / "small.db", fsync=False, max_bytes=1030)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -53,14 +52,6 @@ class ForeverBroken(FakeSink):
     def write(self, records: Sequence[ResultRecord]) -> None:
         self.attempts += 1
         raise self.error
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "agent.db", fsync=False)
-    s.start()
-    yield s
-    s.close()
 
 
 def result(n: int, component: str = "comp") -> ResultRecord:
