@@ -15,7 +15,6 @@ import base64
 import binascii
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -26,39 +25,14 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 KINDS = ("result", "error")
 
 
-def _digest(*parts: object) -> bytes:
-    # A JSON array is unambiguous where a joined string is not ("a|b" + "c" vs "a" + "b|c").
-    canonical = json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).digest()
-
-
-def result_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str:
-    """The deterministic id of the result of intake record ``seq``: 32 hex characters.
-
-    ``epoch`` is minted once per device data dir: a device whose disk was wiped
-    restarts its sequence numbers, and must not overwrite its earlier results.
-    A plain retry of the same record gives the same id and so overwrites the
-    same item or object.
-    """
-    return _digest("edge.result.v1", thing, component, int(seq), epoch).hex()[:32]
-
-
-def request_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str:
-    """A UUID-shaped ``aws_request_id`` that is the same every time ``seq`` is re-run.
-
-    Handlers often use the request id as their own idempotency key (as with
-    Powertools on Lambda); a fresh random id on re-delivery would defeat that.
-    """
-    # ``epoch`` (minted once per device data dir) keeps ids unique when a wiped
-    # device starts its sequence numbers again.
-    raw = _digest("edge.request.v1", thing, component, int(seq), epoch)[:16]
-    return str(uuid.UUID(bytes=raw, version=4))
-
-
 class IdMinter:
-    """``result_id_for`` and ``request_id_for`` of one thing, component and epoch, with
-    the constant part of the hashed JSON encoded once: the same ids at a fraction of
-    the cost, on the path every result takes."""
+    """The deterministic ids of one thing, component and epoch's results.
+
+    Each id is SHA-256 over the JSON array ``[kind, thing, component, seq, epoch]``
+    (compact, UTF-8; an array is unambiguous where a joined string is not: "a|b" +
+    "c" vs "a" + "b|c"). Only ``seq`` changes per result, so the rest of the array
+    is encoded once: this runs on the path every result takes.
+    """
 
     def __init__(self, thing: str, component: str, epoch: str = "") -> None:
         def around(kind: str) -> tuple[bytes, bytes]:
@@ -69,18 +43,43 @@ class IdMinter:
         self._result = around("edge.result.v1")
         self._request = around("edge.request.v1")
 
+    def _digest(self, around: tuple[bytes, bytes], seq: int) -> bytes:
+        head, tail = around
+        return hashlib.sha256(head + str(int(seq)).encode() + tail).digest()
+
     def result_id(self, seq: int) -> str:
-        head, tail = self._result
-        return hashlib.sha256(head + str(int(seq)).encode() + tail).hexdigest()[:32]
+        """32 hex characters; see ``result_id_for``."""
+        return self._digest(self._result, seq).hex()[:32]
 
     def request_id(self, seq: int) -> str:
-        head, tail = self._request
-        raw = bytearray(hashlib.sha256(head + str(int(seq)).encode() + tail).digest()[:16])
+        """A version-4-shaped UUID string; see ``request_id_for``."""
+        raw = bytearray(self._digest(self._request, seq)[:16])
         # What ``uuid.UUID(bytes=raw, version=4)`` sets, without building the object.
         raw[6] = (raw[6] & 0x0F) | 0x40
         raw[8] = (raw[8] & 0x3F) | 0x80
         h = raw.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def result_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str:
+    """The deterministic id of the result of intake record ``seq``: 32 hex characters.
+
+    ``epoch`` is minted once per device data dir: a device whose disk was wiped
+    restarts its sequence numbers, and must not overwrite its earlier results.
+    A plain retry of the same record gives the same id and so overwrites the
+    same item or object.
+    """
+    return IdMinter(thing, component, epoch).result_id(seq)
+
+
+def request_id_for(thing: str, component: str, seq: int, epoch: str = "") -> str:
+    """A UUID-shaped ``aws_request_id`` that is the same every time ``seq`` is re-run.
+
+    Handlers often use the request id as their own idempotency key (as with
+    Powertools on Lambda); a fresh random id on re-delivery would defeat that.
+    ``epoch`` keeps ids unique when a wiped device starts its sequence numbers again.
+    """
+    return IdMinter(thing, component, epoch).request_id(seq)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import uuid
 
@@ -87,13 +88,25 @@ def test_json_round_trip(body: bytes, seq: int, topic: str, kind: str) -> None:
 names = st.text(max_size=40)  # any Unicode, quotes and separators included
 
 
+def _reference(kind: str, thing: str, component: str, seq: int, epoch: str) -> bytes:
+    """The id formula as documented (and as every earlier agent computed it): SHA-256
+    of the compact UTF-8 JSON array, encoded whole."""
+    array = json.dumps([kind, thing, component, seq, epoch], separators=(",", ":"),
+                       ensure_ascii=False)  # fmt: skip
+    return hashlib.sha256(array.encode("utf-8")).digest()
+
+
 @given(names, names, st.integers(min_value=0, max_value=2**63), names)
-def test_the_minter_gives_the_same_ids_as_the_functions(
+def test_ids_follow_the_documented_formula(
     thing: str, component: str, seq: int, epoch: str
 ) -> None:
+    # Ids must not change across agent versions: a record re-run after an upgrade has
+    # to overwrite the same S3 object and DynamoDB item.
     ids = IdMinter(thing, component, epoch)
-    assert ids.result_id(seq) == result_id_for(thing, component, seq, epoch)
-    assert ids.request_id(seq) == request_id_for(thing, component, seq, epoch)
+    result = _reference("edge.result.v1", thing, component, seq, epoch)
+    request = _reference("edge.request.v1", thing, component, seq, epoch)[:16]
+    assert ids.result_id(seq) == result_id_for(thing, component, seq, epoch) == result.hex()[:32]
+    assert ids.request_id(seq) == str(uuid.UUID(bytes=request, version=4))
 
 
 def test_to_json_holds_every_field_in_sorted_order() -> None:
