@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,22 @@ from edge.errors import BuildError, ValidationError
 from tests.unit.test_build_component import make_component
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = ROOT.parent / "shared" / "reference" / "greengrass-recipe-schema.json"
+SCHEMA_IN_SHARED = Path("shared") / "reference" / "greengrass-recipe-schema.json"
+
+
+def schema_candidates() -> list[Path]:
+    """Where the reference schema may be: ``$EDGECTL_RECIPE_SCHEMA``; ``shared/`` beside
+    this checkout (how CI lays it out); or beside the checkout this one was cloned
+    from (a throwaway clone in a temporary folder)."""
+    found = [Path(p) for p in [os.environ.get("EDGECTL_RECIPE_SCHEMA")] if p]
+    found.append(ROOT.parent / SCHEMA_IN_SHARED)
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "remote", "get-url", "origin"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    if origin and "://" not in origin and Path(origin).is_dir():
+        found.append(Path(origin).resolve().parent / SCHEMA_IN_SHARED)
+    return found
 SAMPLES = sorted(ROOT.glob("components/*/component.yaml"))
 
 
@@ -32,9 +49,11 @@ def lower_keys(value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    if not SCHEMA_PATH.is_file():
-        pytest.fail(f"reference schema missing at {SCHEMA_PATH}")
-    return json.loads(SCHEMA_PATH.read_text())
+    candidates = schema_candidates()
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        pytest.fail(f"reference schema missing; looked at {', '.join(map(str, candidates))}")
+    return json.loads(path.read_text())
 
 
 def check_schema(schema: dict[str, Any], recipe: dict[str, Any]) -> None:
