@@ -202,6 +202,9 @@ class ControlChannel:
         self._retained: dict[str, bytes] = {}
         self._synced: set[str] = set()
         self.reports: dict[str, DeploymentReport] = {}  # thing -> newest report
+        # (thing, deployment id) -> its final report: a newer deployment's report can
+        # replace it as the newest before the waiting thread looks.
+        self._finals: dict[tuple[str, str], DeploymentReport] = {}
         self._report_handlers: list[Callable[[DeploymentReport], None]] = []
 
     def read_retained(self, topics: Iterable[str], timeout: float = 10.0) -> dict[str, bytes]:
@@ -247,6 +250,8 @@ class ControlChannel:
             return
         with self._cond:
             self.reports[report.thing] = report
+            if report.final:
+                self._finals[(report.thing, report.deployment_id)] = report
             self._cond.notify_all()
         for handler in self._report_handlers:
             handler(report)
@@ -264,13 +269,15 @@ class ControlChannel:
                 for thing, desired in waiting.items():
                     if thing in results:
                         continue
+                    final = self._finals.get((thing, desired.deployment_id))
                     report = self.reports.get(thing)
-                    if report is None:
+                    if final is not None:
+                        results[thing] = final
+                    elif report is None:
                         continue
-                    if report.deployment_id == desired.deployment_id and report.final:
-                        results[thing] = report
                     elif report.sequence > desired.sequence and report.state in _STARTED:
-                        # A newer document started, so ours is over (we missed its report).
+                        # A newer document started, so ours is over (its final report
+                        # never came: a rejected document, or one the broker lost).
                         # One that is QUEUED waits for ours; a FAILED one was rejected or
                         # dropped while queued: neither ends ours.
                         results[thing] = report.evolve(
