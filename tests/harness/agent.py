@@ -209,7 +209,11 @@ class AgentRunner:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def local_results(self) -> list[Path]:
-        return sorted(self.results_dir.rglob("*.*")) if self.results_dir.exists() else []
+        """The result files; not the sink's temporary files (``.<name>.<uuid>.tmp``),
+        one of which a SIGKILL may leave behind half written."""
+        if not self.results_dir.exists():
+            return []
+        return sorted(p for p in self.results_dir.rglob("*.*") if not p.name.startswith("."))
 
 
 class _StatusWaiter:
