@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -118,6 +118,17 @@ class WorkerDied(Exception):
         self.outcome = outcome
 
 
+@dataclass
+class InFlight:
+    """An invocation sent to a worker and not yet answered (``Worker.send_invoke``)."""
+
+    request_id: str
+    started: float  # time.monotonic()
+    deadline: float
+    timeout: float
+    error: OSError | None = None  # the send failed: the worker is gone
+
+
 class MemorySlot(Protocol):
     """Where a worker's memory is accounted (a cgroup); see ``edge.agent.cgroup``."""
 
@@ -146,6 +157,21 @@ class _FrameReader:
         self._buf = bytearray()
         self._poll: select.poll | None = select.poll()
         self._poll.register(fd, select.POLLIN)
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def buffered_frame(self) -> bool:
+        """True when a whole frame is already buffered (read needs no system call)."""
+        buf = self._buf
+        if len(buf) < 8:
+            return False
+        (hlen,) = _LEN.unpack_from(buf, 0)
+        if len(buf) < 8 + hlen:
+            return False
+        (blen,) = _LEN.unpack_from(buf, 4 + hlen)
+        return len(buf) >= 8 + int(hlen) + int(blen)
 
     def _fill(self, need: int, deadline: float | None) -> None:
         while len(self._buf) < need:
@@ -406,12 +432,31 @@ class Worker:
         ``on_call`` answers the worker's calls to the agent during the invocation
         (``context.invoke_self``); without it such calls are refused.
         """
+        sent = self.send_invoke(
+            request_id=request_id, topic=topic, payload=payload, encoding=encoding,
+            timeout=timeout, extra=extra,
+        )
+        return self.await_outcome(sent, on_call)
+
+    def send_invoke(
+        self,
+        *,
+        request_id: str,
+        topic: str,
+        payload: bytes,
+        encoding: str,
+        timeout: float,
+        extra: Mapping[str, Any] | None = None,
+    ) -> InFlight:
+        """Send one invocation; ``await_outcome`` (on this thread or another, one at a
+        time) reads what comes back. Raises ``WorkerDied`` only when the worker is
+        not running; a failed write is reported by ``await_outcome``."""
         if self._reader is None or not self.alive():
             raise WorkerDied(Outcome.failure("Runtime.WorkerDied", "worker is not running"))
         started = time.monotonic()
-        deadline = started + timeout
         self.last_used = started
         self.invocations += 1
+        sent = InFlight(request_id, started, started + timeout, timeout)
         header = {
             "type": "invoke",
             "request_id": request_id,
@@ -422,11 +467,50 @@ class Worker:
         }
         try:
             self._send(header, payload)
-            while True:
-                reply, body = self._reader.read(deadline)
-                if reply.get("type") != "call":
-                    break
+        except OSError as exc:
+            sent.error = exc
+        return sent
+
+    def try_result(
+        self, sent: InFlight, wait: float, interrupts: Sequence[int]
+    ) -> tuple[dict[str, Any], bytes] | None:
+        """The invocation's next frame if it arrives within ``wait`` seconds and before
+        any fd in ``interrupts`` becomes readable; else None, with nothing consumed
+        (``await_outcome`` then reads it, or the failure, on any thread)."""
+        reader = self._reader
+        if sent.error is not None or reader is None:
+            return None
+        if not reader.buffered_frame():
+            poller = select.poll()
+            poller.register(reader.fd, select.POLLIN)
+            for fd in interrupts:
+                poller.register(fd, select.POLLIN)
+            ready = poller.poll(max(0, math.ceil(wait * 1000)))
+            if not any(fd == reader.fd for fd, _ in ready):
+                return None
+        try:
+            # A frame not whole within 2 ms stays buffered for the next reader.
+            return reader.read(time.monotonic() + 0.002)
+        except (TimeoutError, EOFError, ProtocolError, OSError):
+            return None
+
+    def await_outcome(
+        self,
+        sent: InFlight,
+        on_call: CallHandler | None = None,
+        first: tuple[dict[str, Any], bytes] | None = None,
+    ) -> Outcome:
+        """Read the outcome of ``sent`` (``first``: its first frame, already read by
+        ``try_result``), answering calls on the way; see ``invoke``."""
+        started, timeout = sent.started, sent.timeout
+        try:
+            if sent.error is not None:
+                raise sent.error
+            assert self._reader is not None
+            reply, body = first if first is not None else self._reader.read(sent.deadline)
+            while reply.get("type") == "call":
                 self._answer(reply, body, on_call)
+                reply, body = self._reader.read(sent.deadline)
         except TimeoutError:
             self.kill()
             elapsed = (time.monotonic() - started) * 1000
@@ -446,6 +530,7 @@ class Worker:
             raise WorkerDied(
                 Outcome.failure("Runtime.ProtocolError", f"worker wrote garbage: {exc}")
             ) from None
+        request_id = sent.request_id
         if reply.get("type") != "result" or reply.get("request_id") != request_id:
             self.kill()
             raise WorkerDied(
