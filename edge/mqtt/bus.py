@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from edge.errors import UsageError
@@ -111,6 +111,14 @@ class Bus(Protocol):
     def on_connection_change(self, handler: ConnectionHandler) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A bus whose receiving thread may wait inside a message handler, on the fds it
+    names, until it has other work (see ``PahoBus.interrupts``)."""
+
+    def interrupts(self) -> tuple[int, ...] | None: ...
 
 
 class Subscriptions:

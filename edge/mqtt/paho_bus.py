@@ -48,6 +48,11 @@ def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         pass
 
 
+# Packets a thread may write itself: results and acknowledgements, the per-message
+# traffic. Connection, subscription and keepalive packets keep paho's own path.
+_DIRECT_COMMANDS = frozenset({mqtt.PUBLISH, mqtt.PUBACK})
+
+
 class _DirectClient(mqtt.Client):
     """paho's client, except that a publish from another thread is written at once.
 
@@ -60,7 +65,10 @@ class _DirectClient(mqtt.Client):
     a write in progress) packets take paho's path and go out together. Whatever
     the socket does not take at once is left to the network thread, woken as paho
     would. Plain TCP only: an SSL object must not be written on one thread
-    while another reads it, so over TLS paho's own path is kept.
+    while another reads it, so over TLS paho's own path is kept. The network
+    thread itself writes a PUBLISH or PUBACK it sends from a message handler the
+    same way, instead of queueing it behind a wake-up of its own loop (which would
+    also make ``PahoBus.interrupts`` report work that is not there).
 
     This leans on paho 2.x internals (``_packet_queue``, ``_out_packet``,
     ``_thread``, ``_sockpairW``); a unit test checks they are still there.
@@ -83,12 +91,10 @@ class _DirectClient(mqtt.Client):
         qos: int,
         info: mqtt.MQTTMessageInfo | None = None,
     ) -> MQTTErrorCode:
-        network = self._thread
         if (
             not self._direct_writes
-            or network is None
-            or network is threading.current_thread()
-            or (command & 0xF0) != mqtt.PUBLISH
+            or self._thread is None
+            or (command & 0xF0) not in _DIRECT_COMMANDS
             or self._out_packet  # busy: queued packets go out together, as paho does
             or not self._write_lock.acquire(blocking=False)
         ):
@@ -198,6 +204,21 @@ class PahoBus:
             properties=props,
         )
         self._client.loop_start()
+
+    def interrupts(self) -> tuple[int, ...] | None:
+        """Called from a message handler on the network thread: the fds whose
+        readability means that thread has other work (its socket: more input;
+        paho's wake-up pair: packets other threads queued), for a handler that
+        waits on something else meanwhile (``ComponentRunner.run_now``). None on
+        any other thread, and over TLS (an SSL object may hold decrypted input
+        that its fd does not show)."""
+        client = self._client
+        if client._thread is not threading.current_thread() or self.address.tls:
+            return None
+        sock, pair = client.socket(), client._sockpairR
+        if sock is None or pair is None:
+            return None
+        return (sock.fileno(), pair.fileno())
 
     def wait_connected(self, timeout: float | None) -> bool:
         return self._connected.wait(timeout)

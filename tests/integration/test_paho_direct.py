@@ -1,13 +1,17 @@
 """Publishes from a thread other than paho's network thread are written at once (plain
-TCP), in order, and paho's own path is kept over TLS."""
+TCP), in order, and paho's own path is kept over TLS; so are the publishes and
+acknowledgements a message handler sends on the network thread, which then sees its
+wake-up fds quiet (``PahoBus.interrupts``)."""
 
 from __future__ import annotations
 
+import select
 import threading
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.mqtt.bus import Message
 from edge.mqtt.paho_bus import BrokerAddress, PahoBus, _DirectClient
 from tests.harness.agent import Probe
 from tests.harness.mosquitto import MosquittoBroker
@@ -17,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 def test_the_paho_internals_it_relies_on_are_there() -> None:
     client = _DirectClient(mqtt.CallbackAPIVersion.VERSION2, direct_writes=True)
-    for name in ("_out_packet", "_thread", "_sockpairW", "_packet_queue", "want_write"):
+    for name in ("_out_packet", "_thread", "_sockpairW", "_sockpairR", "_packet_queue",
+                 "want_write", "socket"):
         assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
 
 
@@ -50,3 +55,35 @@ def test_a_publish_from_another_thread_is_on_the_wire_when_publish_returns(
 def test_tls_keeps_paho_s_own_writes() -> None:
     address = BrokerAddress.parse("mqtts://127.0.0.1:8883")
     assert not PahoBus(address)._client._direct_writes
+
+
+def test_a_handler_on_the_network_thread_writes_at_once_and_sees_quiet_fds(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    probe.follow("reply/#")
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url), manual_ack=True)
+    seen: dict[str, object] = {}
+    done = threading.Event()
+
+    def handler(message: Message) -> None:
+        bus.ack(message)
+        bus.publish("reply/x", message.payload, qos=0)  # QoS 1 would bring a PUBACK in
+        fds = bus.interrupts()
+        seen["fds"] = fds
+        seen["queued"] = len(bus._client._out_packet)
+        assert fds is not None
+        # Nothing left for the network thread: neither input nor queued packets.
+        seen["readable"] = select.select(list(fds), [], [], 0.05)[0]
+        done.set()
+
+    bus.subscribe("ask/#", handler, qos=1)
+    bus.connect()
+    try:
+        assert bus.subscribed.wait(10)
+        assert bus.interrupts() is None  # not on the network thread
+        probe.publish("ask/x", b"hello")
+        assert done.wait(10)
+        assert seen["queued"] == 0 and seen["readable"] == []
+        assert [m.payload for m in probe.wait_count("reply/x", 1)] == [b"hello"]
+    finally:
+        bus.close()
