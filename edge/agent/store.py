@@ -62,6 +62,11 @@ PRUNE_EVERY = 512
 # The moving result-size estimate is persisted every this many completions: it only
 # has to survive a restart roughly.
 ESTIMATE_SAVE_EVERY = 64
+#: Sequence numbers are reserved durably in blocks of this many before any of them is
+#: handed to a worker ahead of its commit (``record``'s ``early``), so that a number a
+#: handler saw (its request id derives from it) is never given to another message
+#: after a crash; a restart skips the rest of the block.
+SEQ_BLOCK = 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intake (
@@ -144,6 +149,9 @@ class _Intake:
     received_at: float
     done: Callable[[list[IntakeRecord]], None]
     delivery: Delivery
+    seqs: Sequence[int]  # one per component, allocated by ``record``
+    reserve: int = 0  # write this sequence reservation mark in the same commit
+    early: bool = False  # may be handed out before its commit (``record``)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,7 @@ class Store:
         self._last_record = float("-inf")  # when ``record`` was last called
         self._commit_cost = 0.0  # seconds a commit takes, on average (moving)
         self.inline_commits = 0
+        self.handed_out_early = 0  # records given to ``early`` before their commit
         self._thread: threading.Thread | None = None
         self._outbox_listeners: list[Callable[[], None]] = []
         self._space_listeners: list[Callable[[], None]] = []
@@ -249,9 +258,22 @@ class Store:
         self._outbox_bytes: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
         self._estimate_unsaved = 0
+        # The sequence allocator (under ``_bytes_lock``): numbers up to ``_seq_durable``
+        # are covered by a committed reservation; ``_seq_mark`` is the newest mark
+        # asked for (committed or on its way).
+        self._next_seq = 1
+        self._seq_durable = self._seq_mark = 0
         self._load_counters()
 
     def _load_counters(self) -> None:
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'intake'").fetchone()
+        used = int(row[0]) if row else 0
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'seq_reserved'").fetchone()
+        reserved = int(row[0]) if row else 0
+        # Past every number used or reserved: one a handler may have seen before a
+        # crash, in a commit that never landed, is not handed out again.
+        self._next_seq = max(used, reserved) + 1
+        self._seq_durable = self._seq_mark = self._next_seq - 1
         (seen_max,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM seen").fetchone()
         self._seen_max = self._seen_pruned_at = int(seen_max)
         row = self._conn.execute(
@@ -338,9 +360,22 @@ class Store:
         done: Callable[[list[IntakeRecord]], None],
         received_at: float | None = None,
         delivery: Delivery | None = None,
+        early: Callable[[list[IntakeRecord]], None] | None = None,
     ) -> None:
         """Queue one trigger message (one intake row per component); ``done`` runs after
         the commit that made them durable, with the rows and their sequence numbers.
+
+        ``early``, when given, receives the rows *before* their commit when that
+        commit is made right here, on the caller's thread (a lone message on a
+        quiet device), so the caller can start the function and let it run while
+        the commit (an fsync, under ``--durability power``) is under way. The
+        caller must not let anything leave the device for those rows until this
+        call has returned (the commit is over) and ``done`` ran for them: without
+        ``done`` the commit failed, nothing was recorded, and whatever the
+        function produced must be dropped (the message is not acknowledged: the
+        broker delivers it again, as a new record). Skipped for a message that
+        may be a redelivery (whose commit may record nothing) and while no
+        sequence reservation covers the new numbers (``SEQ_BLOCK``).
 
         The redelivery rule: ``done`` gets an empty list, and nothing is recorded,
         only when (1) the broker marked the message DUP, (2) one of the last
@@ -350,12 +385,14 @@ class Store:
         identical readings published twice are two messages: the second is not
         DUP, or has another packet id.
         """
-        op = _Intake(
-            components, topic, payload, properties, received_at or time.time(), done,
-            delivery or Delivery(),
-        )
+        d = delivery or Delivery()
+        received = received_at or time.time()
         now = self._clock()
+        n = len(components)
         with self._bytes_lock:
+            first = self._next_seq
+            self._next_seq = first + n
+            last = first + n - 1
             # Inline only when nothing queued before this one is still uncommitted (the
             # write stream keeps its order) and messages arrive further apart than a
             # commit takes (else they are better grouped: one fsync for many).
@@ -364,8 +401,17 @@ class Store:
                 and self._unwritten == 0
                 and now - self._last_record >= self._commit_cost
             )
+            reserve = 0
+            speculative = inline and early is not None and not (d.dup and d.packet_id)
+            if speculative and last > self._seq_mark - SEQ_BLOCK // 2:
+                reserve = self._seq_mark = max(self._seq_mark, last) + SEQ_BLOCK
+            speculative = speculative and last <= self._seq_durable
             self._last_record = now
-            self._queued += len(components)
+            self._queued += n
+        op = _Intake(
+            components, topic, payload, properties, received, done, d,
+            range(first, last + 1), reserve, speculative,
+        )
         # An idle writer would only be woken to commit this one message: commit it here,
         # on the caller's thread, and save two thread hand-offs (to the writer, and back
         # to the network thread for the acknowledgement).
@@ -373,6 +419,14 @@ class Store:
             try:
                 if not self._closed:
                     self.inline_commits += 1
+                    if op.early and early is not None:
+                        # Under the commit lock: a completion of these rows (committed
+                        # by the writer, which needs this lock) cannot overtake them.
+                        self.handed_out_early += n
+                        try:
+                            early(_rows(op))
+                        except Exception:
+                            log.exception("handing out intake rows %s failed", list(op.seqs))
                     self._commit([op])
                     return
             finally:
@@ -442,6 +496,7 @@ class Store:
         duplicates = 0
         dropped: dict[str, int] = {}
         seen_max = self._seen_max
+        reserved = 0
         cur = self._conn.cursor()
         if self._fsync:
             # Only a commit that records intake must reach the disk before it returns
@@ -462,22 +517,21 @@ class Store:
                         callbacks.append(_bind(op.done, rows))
                         continue
                     props = json.dumps(dict(op.properties))
-                    for component in op.components:
+                    for seq, component in zip(op.seqs, op.components, strict=True):
                         cur.execute(
-                            "INSERT INTO intake (component, topic, payload, properties,"
-                            " received_at) VALUES (?, ?, ?, ?, ?)",
-                            (component, op.topic, op.payload, props, op.received_at),
+                            "INSERT INTO intake (seq, component, topic, payload, properties,"
+                            " received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                            (seq, component, op.topic, op.payload, props, op.received_at),
                         )
-                        seq = cur.lastrowid
-                        assert seq is not None
                         intake_delta += len(op.payload)
                         pending_delta += 1
-                        rows.append(
-                            IntakeRecord(
-                                seq, component, op.topic, op.payload, op.properties,
-                                op.received_at,
-                            )
+                    rows = _rows(op)
+                    if op.reserve:
+                        cur.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_reserved', ?)",
+                            (str(op.reserve),),
                         )
+                        reserved = max(reserved, op.reserve)
                     if op.delivery.packet_id and rows:
                         cur.execute(
                             "INSERT INTO seen (packet_id, fingerprint, connection, first_seq)"
@@ -526,10 +580,13 @@ class Store:
         except Exception:
             cur.execute("ROLLBACK")
             log.exception("store commit failed; %d operations not recorded", len(batch))
+            with self._bytes_lock:
+                self._seq_mark = self._seq_durable  # a lost reservation is asked for again
             return
         self._seen_max, self._seen_pruned_at = seen_max, pruned_at
         self._estimate_unsaved = 0 if estimate_saved else self._estimate_unsaved + len(result_sizes)
         with self._bytes_lock:
+            self._seq_durable = max(self._seq_durable, reserved)
             self._intake_bytes += intake_delta
             self._pending += pending_delta
             self._queued += queued_delta
@@ -746,11 +803,16 @@ class Store:
         }
 
     def next_seq(self) -> int:
-        with self._reader_lock:
-            row = self._reader.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'intake'"
-            ).fetchone()
-        return int(row[0]) + 1 if row else 1
+        """The sequence number the next recorded row gets."""
+        with self._bytes_lock:
+            return self._next_seq
+
+
+def _rows(op: _Intake) -> list[IntakeRecord]:
+    return [
+        IntakeRecord(seq, component, op.topic, op.payload, op.properties, op.received_at)
+        for seq, component in zip(op.seqs, op.components, strict=True)
+    ]
 
 
 def _bind(fn: Callable[[list[IntakeRecord]], None], rows: list[IntakeRecord]) -> Callable[[], None]:

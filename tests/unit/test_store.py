@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent.store import IntakeRecord, OutboxEntry, Store
+from edge.agent.store import Delivery, IntakeRecord, OutboxEntry, Store
 
 WAIT = 5.0
 
@@ -440,3 +440,128 @@ def test_with_fsync_every_intake_commit_is_full_and_completions_are_not(db: Path
         assert seen == [2, 1, 2]  # FULL, NORMAL, FULL
     finally:
         store.close()
+
+
+
+# -- early hand-out: a lone record reaches its caller before its commit ------------------
+
+
+class HandedOut:
+    """An ``early`` callback for ``Store.record``; notes whether each row was committed
+    when it was handed out."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.rows: list[IntakeRecord] = []
+        self.committed_then: list[bool] = []
+        self.thread = ""
+
+    def __call__(self, rows: list[IntakeRecord]) -> None:
+        self.thread = threading.current_thread().name
+        self.rows.extend(rows)
+        pending = {r.seq for r in self.store.pending()}
+        self.committed_then += [r.seq in pending for r in rows]
+
+
+def record_early(
+    store: Store, payload: bytes = b"{}", *, dup: bool = False, packet_id: int = 0
+) -> tuple[HandedOut, Recorded]:
+    early, done = HandedOut(store), Recorded()
+    store.record(
+        ["c"], "t", payload, {}, done, early=early,
+        delivery=Delivery(dup=dup, packet_id=packet_id, connection="a"),
+    )
+    done.wait()
+    return early, done
+
+
+def test_a_lone_record_is_handed_out_before_its_commit_on_the_callers_thread(
+    store: Store,
+) -> None:
+    first, done = record_early(store, b"1")
+    # No sequence reservation covered the first number yet: not handed out early.
+    assert first.rows == [] and len(done.rows) == 1
+    early, done = record_early(store, b"2")
+    (row,) = early.rows
+    assert early.committed_then == [False]
+    assert early.thread == threading.current_thread().name
+    assert done.rows == [row]  # then committed, and ``done`` has the same row
+    assert [r.payload for r in store.pending()] == [b"1", b"2"]
+    assert store.handed_out_early == 1
+
+
+def test_a_possible_redelivery_is_never_handed_out_early(store: Store) -> None:
+    record_early(store)  # the reservation
+    early, done = record_early(store, dup=True, packet_id=7)
+    assert early.rows == [] and len(done.rows) == 1
+
+
+def test_a_record_in_a_burst_goes_to_the_writer_and_is_not_handed_out_early(
+    store: Store,
+) -> None:
+    """In a burst one group commit covers many messages; the writer's commit is not
+    the caller's to wait for, so nothing is handed out before it."""
+    record_early(store)
+    release = threading.Event()
+    store.complete(0, [], lambda: release.wait(WAIT))  # queued work: no inline commit
+    early, done = HandedOut(store), Recorded()
+    store.record(["c"], "t", b"burst", {}, done, early=early)
+    release.set()
+    done.wait()
+    assert early.rows == []
+
+
+def test_numbers_handed_out_early_are_never_given_out_again_after_a_crash(db: Path) -> None:
+    """A handler saw the request id of a record whose commit never landed (the agent
+    died first): after a restart no other message gets that sequence number."""
+    store = Store(db, fsync=False)
+    store.start()
+    try:
+        record_early(store)
+        early, _ = record_early(store)
+        (row,) = early.rows
+        # Another process opening the file now sees what a restart would see, whether
+        # or not that row's own commit had landed.
+        assert Store(db, fsync=False).next_seq() > row.seq + 1
+    finally:
+        store.close()
+
+
+def test_a_failed_commit_after_a_hand_out_never_calls_done(store: Store, db: Path) -> None:
+    import sqlite3
+
+    record_early(store)
+    taken = store.next_seq()  # taken from outside: the next INSERT fails
+    with sqlite3.connect(db) as other:
+        other.execute(
+            "INSERT INTO intake (seq, component, topic, payload, received_at)"
+            " VALUES (?, 'c', 't', x'00', 0)", (taken,),
+        )
+    early, done = HandedOut(store), Recorded()
+    store.record(["c"], "t", b"lost", {}, done, early=early)
+    assert [r.seq for r in early.rows] == [taken]
+    assert not done.event.is_set()  # never acknowledged: the broker keeps the message
+    assert b"lost" not in [r.payload for r in store.pending()]
+    # The store goes on: the next message is recorded under the next number.
+    (row,) = record(store)
+    assert row.seq == taken + 1
+
+
+def test_completing_a_handed_out_record_at_once_still_completes_it(store: Store) -> None:
+    """A completion queued from the hand-out, before the commit that records the row:
+    the write stream keeps the order, so the row never stays behind as pending."""
+    completed = threading.Event()
+    record_early(store)
+    (first,) = store.pending()
+    complete(store, first.seq, [])
+
+    def finish(rows: list[IntakeRecord]) -> None:
+        for r in rows:
+            store.complete(r.seq, [entry("s3", r.seq)], completed.set)
+
+    done = Recorded()
+    store.record(["c"], "t", b"x", {}, done, early=finish)
+    done.wait()
+    assert completed.wait(WAIT)
+    assert store.pending() == []
+    assert [r.result_id for r in store.outbox_batch("s3", 10)] == [f"rid-{done.rows[0].seq}"]
