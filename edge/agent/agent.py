@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.agent.component import ComponentRunner, Finished
+from edge.agent.component import ComponentRunner, Finished, Started
 from edge.agent.intake import Intake
 from edge.agent.services import RuntimeOptions, RuntimeServices
 from edge.agent.status import SCHEMA_VERSION, StatusReporter
@@ -35,7 +35,7 @@ from edge.agent.syncer import Syncer
 from edge.model.component import ComponentManifest
 from edge.model.device import DeviceConfig
 from edge.model.topics import matches, minimal_filters
-from edge.mqtt.bus import Bus, Message
+from edge.mqtt.bus import Bus, Interruptible, Message
 from edge.sync.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,14 @@ class Agent:
             max_bytes=device.outbox.max_bytes,
             when_full=device.outbox.when_full,
         )
-        self.intake = Intake(self.store, bus, self._dispatch, room=self._room_for)
+        # Records committed on the bus's receiving thread, kept there to be run by that
+        # thread itself once intake has let go of its locks (``_on_trigger``).
+        self._interrupts = bus.interrupts if isinstance(bus, Interruptible) else None
+        self._here = threading.local()
+        self.intake = Intake(
+            self.store, bus, self._dispatch, room=self._room_for,
+            early=self._start_early if self._interrupts is not None else None,
+        )
         self.store.on_space(self.intake.resume)
         bus.on_connection_change(self.intake.on_connection)
         self.epoch = _epoch(data_dir)
@@ -232,7 +239,51 @@ class Agent:
             return
         # Recorded (or parked, unacknowledged, while the store or a ``reject`` queue is
         # full), acknowledged after the commit.
-        self.intake.accept(message, targets)
+        if self._interrupts is None:
+            self.intake.accept(message, targets)
+            return
+        held: list[IntakeRecord] = []
+        started: dict[int, tuple[ComponentRunner, Started]] = {}
+        self._here.held, self._here.started = held, started
+        try:
+            self.intake.accept(message, targets)
+        finally:
+            self._here.held = self._here.started = None
+        fds = self._interrupts() or ()
+        for record in held:
+            entry = started.pop(record.seq, None)
+            if entry is not None:
+                entry[0].finish_now(entry[1], fds, recorded=True)
+            else:
+                self._run_here(record)
+        for runner, begun in started.values():  # started, and then its commit failed
+            runner.finish_now(begun, fds, recorded=False)
+
+    def _start_early(self, rows: list[IntakeRecord]) -> None:
+        """Intake's ``early``: a lone message is about to be committed on the receiving
+        thread; start its function now, so it runs during the commit (an fsync) and
+        the acknowledgement that follows. ``_on_trigger`` finishes it."""
+        started: dict[int, tuple[ComponentRunner, Started]] | None = getattr(
+            self._here, "started", None
+        )
+        if started is None or self._interrupts is None or self._interrupts() is None:
+            return
+        for row in rows:
+            runner = self.runners.get(row.component)
+            begun = runner.start_now(row) if runner is not None else None
+            if runner is not None and begun is not None:
+                started[row.seq] = (runner, begun)
+
+    def _run_here(self, record: IntakeRecord) -> None:
+        """Run a record committed on the receiving thread on that thread, when its
+        component has a worker idle and the thread nothing else to do; else queue it."""
+        with self._dispatch_lock:
+            if record.seq <= self._dispatch_floor.get(record.component, 0):
+                return  # re-submitted with the pending records of a replacement
+            runner = self.runners.get(record.component)
+        fds = self._interrupts() if self._interrupts is not None else None
+        if runner is None or fds is None or not runner.run_now(record, fds):
+            self._dispatch(record)
 
     def _room_for(self, targets: Sequence[str], admitted: Mapping[str, int]) -> bool:
         runners = self.runners
@@ -244,6 +295,10 @@ class Agent:
                 self._dispatch_locked(record)
 
     def _dispatch_locked(self, record: IntakeRecord) -> None:
+        held: list[IntakeRecord] | None = getattr(self._here, "held", None)
+        if held is not None:  # committed inline by the receiving thread: see _on_trigger
+            held.append(record)
+            return
         runner = self.runners.get(record.component)
         if runner is None:
             # Not deployed (yet): the record stays pending and runs when it is.

@@ -34,13 +34,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.agent.store import IntakeRecord
 from edge.agent.worker import (
+    InFlight,
     MemorySlot,
     Outcome,
     Worker,
@@ -155,6 +156,47 @@ class ContinuationRecorder:
         raise NotImplementedError
 
 
+# The longest a trigger's thread waits for a result it runs itself (``run_now``) before
+# it leaves the rest of the invocation to the worker's own thread.
+RUN_NOW_WAIT = 0.5
+
+
+@dataclass
+class _Handoff:
+    """An invocation started by ``start_now`` that the worker's own thread finishes."""
+
+    item: IntakeRecord
+    request_id: str
+    started: float
+    sent: InFlight
+    first: tuple[dict[str, Any], bytes] | None
+    discard: bool = False  # its record was never committed: drop the outcome
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One serving thread's worker, as other threads may see it while the thread is idle.
+
+    ``lent``: another thread (``run_now``) is using the worker; the serving thread
+    waits, and gets it back idle or with a ``handoff`` to finish.
+    """
+
+    worker: Worker | None = None
+    pinned: bool = False
+    lent: bool = False
+    handoff: _Handoff | None = None
+    returned_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Started:
+    """An invocation ``start_now`` sent, for ``finish_now``."""
+
+    slot: _Slot
+    worker: Worker
+    handoff: _Handoff
+
+
 class ComponentRunner:
     def __init__(
         self,
@@ -191,6 +233,8 @@ class ComponentRunner:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._lendable: list[_Slot] = []  # slots of idle serving threads with a worker
+        self._lent = 0
         self._stopping = False
         self._stop_event = threading.Event()
         self._restart_backoff = 0.0
@@ -269,6 +313,11 @@ class ComponentRunner:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def idle(self) -> bool:
+        """True when a started worker waits for work (``run_now`` would take a record)."""
+        with self._cond:
+            return any(slot.worker is not None for slot in self._lendable)
+
     def accepting(self, admitted: int = 0) -> bool:
         """False when a new message must be held back at intake (full queue under
         ``reject``); ``admitted`` records are on their way to the queue already."""
@@ -331,7 +380,10 @@ class ComponentRunner:
             and len(self._threads) < self.manifest.limits.max_instances
         ):
             self._spawn_locked(pinned=False)
-        self._cond.notify()
+        if self._lent:
+            self._cond.notify_all()  # a thread waiting for its lent worker is no taker
+        else:
+            self._cond.notify()
 
     def watch(self, seq: int) -> Future[Outcome]:
         """A future for the outcome of record ``seq`` (a synchronous local invoke)."""
@@ -356,34 +408,152 @@ class ComponentRunner:
 
     # -- the worker loop ----------------------------------------------------------------
     def _serve(self, pinned: bool) -> None:
-        worker: Worker | None = None
+        slot = _Slot(pinned=pinned)
         try:
             if pinned:
-                worker = self._prewarm()
+                slot.worker = self._prewarm()
             while True:
+                handoff: _Handoff | None = None
                 with self._cond:
                     self._idle += 1
+                    self._lendable.append(slot)
                     waited = time.monotonic()
-                    while not self._queue and not self._stopping:
-                        remaining = self.manifest.limits.idle_timeout - (
-                            time.monotonic() - waited
-                        )
+                    while True:
+                        if slot.handoff is not None:  # lent, and given back in flight
+                            handoff, slot.handoff = slot.handoff, None
+                            break
+                        if slot.lent:
+                            self._cond.wait()
+                            continue
+                        if self._queue or self._stopping:
+                            self._lendable.remove(slot)
+                            self._idle -= 1
+                            break
+                        since = max(waited, slot.returned_at)
+                        remaining = self.manifest.limits.idle_timeout - (time.monotonic() - since)
                         if not pinned and remaining <= 0:
+                            self._lendable.remove(slot)
                             self._idle -= 1
                             return
                         self._cond.wait(None if pinned else remaining)
-                    self._idle -= 1
-                    if self._stopping or self.state == "BROKEN":
-                        return
-                    item = self._queue.popleft()
-                worker = self._run_one(worker, item)
+                    if handoff is None:
+                        if self._stopping or self.state == "BROKEN":
+                            return
+                        item = self._queue.popleft()
+                if handoff is not None:
+                    slot.worker = self._await(
+                        slot.worker, handoff.item, handoff.request_id, handoff.started,
+                        handoff.sent, handoff.first, discard=handoff.discard,
+                    )
+                else:
+                    slot.worker = self._run_one(slot.worker, item)
         finally:
-            if worker is not None:
-                worker.stop()
+            if slot.worker is not None:
+                slot.worker.stop()
             with self._cond:
                 current = threading.current_thread()
                 if current in self._threads:
                     self._threads.remove(current)
+
+    def run_now(self, record: IntakeRecord, interrupts: Sequence[int]) -> bool:
+        """Run ``record`` on the calling thread if a worker is idle and nothing is queued;
+        False (nothing done) otherwise, and the caller ``submit``s it.
+
+        For the thread that received the trigger (the MQTT network thread): it has
+        nothing else to do until one of ``interrupts`` (its socket, its wake-up
+        pipe) turns readable, so it sends the invocation itself and waits for the
+        result, instead of waking the worker's thread to do that and that thread
+        waking it back to publish: two thread hand-offs and a fight for the
+        interpreter lock per message. When an interrupt comes first, when the
+        function outlasts ``RUN_NOW_WAIT``, or calls the agent, or logged, the
+        worker's own thread is woken to finish the invocation as usual.
+        """
+        started = self.start_now(record)
+        if started is None:
+            return False
+        self.finish_now(started, interrupts, recorded=True)
+        return True
+
+    def start_now(self, record: IntakeRecord) -> Started | None:
+        """The first half of ``run_now``: send ``record`` to an idle worker, or None.
+
+        The record need not be committed yet (``Store.record``'s ``early``): the
+        function runs while the commit is under way, and ``finish_now`` is told
+        whether it landed; nothing leaves the device for the record before that.
+        """
+        if record.properties.get(PROP_PARENT) or record.properties.get(PROP_CONTINUATION):
+            return None  # continuations keep their order rules (``submit``)
+        with self._cond:
+            if self._stopping or self.state != "RUNNING" or self._queue or not self._lendable:
+                return None
+            slot = self._lendable[-1]
+            worker = slot.worker
+            if worker is None or worker.reaped:
+                return None
+            self._lendable.pop()
+            slot.lent = True
+            self._lent += 1
+            self._idle -= 1
+            self._inflight.add(record.seq)
+        request_id = self._ids.request_id(record.seq)
+        encoding = record.properties.get(PROP_ENCODING) or self._encoding_for(record.topic)
+        started = self._clock()
+        try:
+            sent = worker.send_invoke(
+                request_id=request_id, topic=record.topic, payload=record.payload,
+                encoding=encoding, timeout=self.manifest.limits.timeout,
+            )
+        except Exception as exc:
+            if not isinstance(exc, WorkerDied):
+                log.exception("starting seq %d on %s failed", record.seq, self.manifest.name)
+            self._give_back(slot, None)  # a dead worker is replaced by its thread
+            with self._cond:
+                self._inflight.discard(record.seq)
+            return None
+        return Started(slot, worker, _Handoff(record, request_id, started, sent, None))
+
+    def finish_now(self, started: Started, interrupts: Sequence[int], *, recorded: bool) -> None:
+        """The second half of ``run_now``. ``recorded``: the record's commit landed;
+        if not, the outcome is dropped (the broker delivers the message again)."""
+        slot, worker, handoff = started.slot, started.worker, started.handoff
+        handoff.discard = not recorded
+        wait = min(RUN_NOW_WAIT, max(0.0, handoff.sent.deadline - time.monotonic()))
+        try:
+            frame = worker.try_result(handoff.sent, wait, interrupts)
+        except Exception:  # whatever it was, the worker's own thread reads it again
+            log.exception("waiting for seq %d on %s failed", handoff.item.seq,
+                          self.manifest.name)
+            frame = None
+        if frame is None or frame[0].get("type") != "result" or frame[0].get("logged") \
+                or frame[0].get("fatal"):
+            handoff.first = frame
+            self._give_back(slot, handoff)
+            return
+        item, request_id, begun = handoff.item, handoff.request_id, handoff.started
+        try:
+            outcome = worker.await_outcome(handoff.sent, first=frame)  # no I/O: a plain result
+        except WorkerDied as died:  # answered out of turn: the worker was killed
+            self._give_back(slot, None)  # its thread replaces the worker
+            self._conclude(None, item, request_id, begun, died.outcome, died=True,
+                           discard=handoff.discard)
+            return
+        self._give_back(slot, None)
+        self._conclude(worker, item, request_id, begun, outcome, discard=handoff.discard)
+
+    def _give_back(self, slot: _Slot, handoff: _Handoff | None) -> None:
+        with self._cond:
+            slot.lent = False
+            self._lent -= 1
+            if handoff is not None:
+                slot.handoff = handoff
+            else:
+                slot.returned_at = time.monotonic()
+                self._lendable.append(slot)
+                self._idle += 1
+            # Its thread sleeps on: woken only when it has something to do (a handoff,
+            # queued work, a stop, or an idle timeout to restart), not per message.
+            if handoff is not None or self._queue or self._stopping or not slot.pinned:
+                self._cond.notify_all()
 
     def _prewarm(self) -> Worker | None:
         """A pinned component's first worker starts with the component."""
@@ -444,32 +614,68 @@ class ComponentRunner:
         request_id = self._ids.request_id(item.seq)
         encoding = item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic)
         started = self._clock()
-        outcome: Outcome
-        failure: Outcome | None = None  # the worker (not the handler) failed
         # A payload that is not JSON on a ``json`` trigger is the runtime's to report
         # (Runtime.InvalidEvent): it parses the event anyway, so the agent does not.
         try:
             worker = self._ensure_worker(worker)
-            outcome = worker.invoke(
+            sent = worker.send_invoke(
                 request_id=request_id,
                 topic=item.topic,
                 payload=item.payload,
                 encoding=encoding,
                 timeout=self.manifest.limits.timeout,
-                on_call=lambda call, body: self._answer_call(item, call, body),
             )
-            if worker.reaped:  # a fatal outcome (out of memory): replaced next time
-                failure = outcome
-                worker = None
-            else:
-                self._restart_backoff = 0.0
-                self._failures_in_a_row = 0
         except WorkerDied as died:
-            outcome = died.outcome
+            return self._conclude(None, item, request_id, started, died.outcome, died=True)
+        return self._await(worker, item, request_id, started, sent, None)
+
+    def _await(
+        self,
+        worker: Worker | None,
+        item: IntakeRecord,
+        request_id: str,
+        started: float,
+        sent: InFlight,
+        first: tuple[dict[str, Any], bytes] | None,
+        *,
+        discard: bool = False,
+    ) -> Worker | None:
+        assert worker is not None
+        try:
+            outcome = worker.await_outcome(
+                sent, lambda call, body: self._answer_call(item, call, body, discard), first
+            )
+        except WorkerDied as died:
+            return self._conclude(None, item, request_id, started, died.outcome, died=True,
+                                  discard=discard)
+        return self._conclude(worker, item, request_id, started, outcome, discard=discard)
+
+    def _conclude(
+        self,
+        worker: Worker | None,
+        item: IntakeRecord,
+        request_id: str,
+        started: float,
+        outcome: Outcome,
+        *,
+        died: bool = False,
+        discard: bool = False,
+    ) -> Worker | None:
+        """Account for one finished invocation and hand its result on (unless
+        ``discard``: its record was never committed); the worker to keep (None:
+        replace it)."""
+        failure: Outcome | None = None  # the worker (not the handler) failed
+        if died:
             worker = None
             if outcome.error_type == "Runtime.Timeout":
                 self.counters.timeouts += 1
             failure = outcome
+        elif worker is None or worker.reaped:  # a fatal outcome (out of memory)
+            failure = outcome
+            worker = None
+        else:
+            self._restart_backoff = 0.0
+            self._failures_in_a_row = 0
         self.counters.invocations += 1
         self.counters.durations_ms.append(outcome.duration_ms)
         if not outcome.ok:
@@ -478,11 +684,18 @@ class ComponentRunner:
             self._worker_failed(failure)
         elif self.state == "ERRORED" and self._failures_in_a_row == 0:
             self._set_state("RUNNING")
-        record = self._record_for(item, request_id, started, outcome)
-        try:
-            self._on_finished(self, Finished(item, record, outcome))
-        except Exception:
-            log.exception("finishing %s seq %d failed", self.manifest.name, item.seq)
+        if discard:
+            log.warning(
+                "seq %d was not recorded (its commit failed) and its outcome is dropped;"
+                " the broker delivers the message again", item.seq,
+                extra={"component": self.manifest.name},
+            )
+        else:
+            record = self._record_for(item, request_id, started, outcome)
+            try:
+                self._on_finished(self, Finished(item, record, outcome))
+            except Exception:
+                log.exception("finishing %s seq %d failed", self.manifest.name, item.seq)
         self._release(item)
         self._notify_watcher(item.seq, outcome)
         self._report_if_settled()
@@ -520,10 +733,12 @@ class ComponentRunner:
 
     # -- calls from the worker ----------------------------------------------------------
     def _answer_call(
-        self, item: IntakeRecord, call: dict[str, Any], body: bytes
+        self, item: IntakeRecord, call: dict[str, Any], body: bytes, discard: bool = False
     ) -> tuple[dict[str, Any], bytes]:
         if call.get("op") != "invoke_self":
             return {"ok": False, "error": f"unknown call {call.get('op')!r}"}, b""
+        if discard:  # the invocation's own record was never committed
+            return {"ok": False, "error": "this invocation was not recorded"}, b""
         if self._continuations is None:
             return {"ok": False, "error": "continuations are not available here"}, b""
         index = int(call.get("index", 0))

@@ -41,11 +41,15 @@ class Intake:
         bus: Bus,
         dispatch: Callable[[IntakeRecord], None],
         room: Callable[[Sequence[str], Mapping[str, int]], bool] = lambda _t, _n: True,
+        early: Callable[[list[IntakeRecord]], None] | None = None,
     ) -> None:
         """``room(targets, admitted)`` says whether every target component can take one
         more record (False: a full queue under its ``reject`` policy); ``admitted``
         counts, per component, records sent to the store and not yet queued, since a
-        group commit queues a whole burst at once, after the check."""
+        group commit queues a whole burst at once, after the check. ``early`` gets
+        the rows of a message committed on this thread just before the commit
+        (``Store.record``)."""
+        self._early = early
         self._store = store
         self._bus = bus
         self._dispatch = dispatch
@@ -131,4 +135,5 @@ class Intake:
             message.properties,
             recorded,
             delivery=Delivery(dup=message.dup, packet_id=message.mid, connection=connection),
+            early=self._early,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -124,3 +125,89 @@ def test_routing_follows_a_removed_component_after_its_topic_was_seen(tmp_path: 
         handler(Message(topic="in/echo/s", payload=b'{"n": 2}', qos=1, mid=2))
         assert bus.acked == [1, 2]
         assert b'{"n": 2}' not in [r.payload for r in agent.store.pending()]
+
+
+class ReceivingBus(FakeBus):
+    """A bus whose handler calls come from a receiving thread with nothing else to do
+    (``Interruptible``): the agent may run a record on it. Notes, per result published,
+    the thread it came from and whether its intake row was committed by then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._r, self._w = os.pipe()  # an interrupt fd that stays quiet
+        self.agent: Agent | None = None
+        self.publishers: list[str] = []
+        self.committed_when_published: list[bool] = []
+
+    def interrupts(self) -> tuple[int, ...] | None:
+        return (self._r,)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                properties: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
+        if self.agent is not None and properties and "seq" in properties:
+            self.publishers.append(threading.current_thread().name)
+            pending = {r.seq for r in self.agent.store.pending()}
+            self.committed_when_published.append(int(properties["seq"]) in pending)
+        super().publish(topic, payload, qos, retain, properties, timeout)
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+
+
+def quiet_and_idle(agent: Agent) -> None:
+    """Wait until the echo worker is up and idle and the store has nothing pending:
+    a lone message on a quiet device, as the receiving thread's own run needs."""
+    deadline = time.monotonic() + 10
+    while not agent.runners["echo"].idle() or any(
+        r.component == "echo" for r in agent.store.pending()
+    ):
+        assert time.monotonic() < deadline
+        threading.Event().wait(0.01)  # nothing to await: worker start, writer commit
+    agent.store._commit_cost = 0.0  # however long the last fsync took here
+
+
+def test_the_receiving_thread_runs_a_lone_message_itself(tmp_path: Path) -> None:
+    bus = ReceivingBus()
+    with running_echo(tmp_path, bus) as (agent, handler):
+        bus.agent = agent
+        for mid in (1, 2, 3):
+            quiet_and_idle(agent)
+            handler(Message(topic="in/echo/s", payload=b'{"n": %d}' % mid, qos=1, mid=mid))
+            # Done when the handler returns: published and acknowledged.
+            assert [json.loads(p) for t, p, _ in bus.published if t == "out/echo"][-1] == {
+                "n": mid
+            }
+            assert bus.acked[-1] == mid
+        assert bus.publishers == [threading.current_thread().name] * 3
+        assert bus.committed_when_published == [True, True, True]
+        # The first message made the sequence reservation; the others started their
+        # function before their own commit.
+        assert agent.store.handed_out_early == 2
+    bus.close()
+
+
+def test_a_result_whose_record_was_not_committed_is_dropped(tmp_path: Path) -> None:
+    """The function started while its record was being committed, and the commit
+    failed: nothing is published or acknowledged for it (the broker keeps the
+    message), and the agent goes on with the next one."""
+    import sqlite3
+
+    bus = ReceivingBus()
+    with running_echo(tmp_path, bus) as (agent, handler):
+        quiet_and_idle(agent)
+        handler(Message(topic="in/echo/s", payload=b'{"n": 1}', qos=1, mid=1))
+        quiet_and_idle(agent)
+        with sqlite3.connect(agent.store.path) as other:  # the next number is taken
+            other.execute(
+                "INSERT INTO intake (seq, component, topic, payload, received_at)"
+                " VALUES (?, 'other', 't', x'00', 0)", (agent.store.next_seq(),),
+            )
+        handler(Message(topic="in/echo/s", payload=b'{"n": 2}', qos=1, mid=2))
+        assert agent.store.handed_out_early == 1  # it ran, before its commit failed
+        quiet_and_idle(agent)
+        handler(Message(topic="in/echo/s", payload=b'{"n": 3}', qos=1, mid=3))
+        outputs = [json.loads(p) for t, p, _ in bus.published if t == "out/echo"]
+        assert outputs == [{"n": 1}, {"n": 3}]
+        assert bus.acked == [1, 3]
+    bus.close()

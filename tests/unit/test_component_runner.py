@@ -6,10 +6,12 @@ a copy of ``fixtures/workers/app.py``) and runs real worker processes."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -438,3 +440,104 @@ def test_stop_refuses_new_work(tmp_path: Path, runners: list[ComponentRunner]) -
     assert runner.state == "FINISHED"
     assert not runner.submit(intake(2, {"do": "echo"}))
     assert runner.snapshot()["workers"] == 0
+
+
+# -- the receiving thread runs a record itself (run_now, start_now / finish_now) --------
+
+
+class ThreadResults(Results):
+    """Also notes the thread each invocation finished on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def __call__(self, runner: ComponentRunner, done: Finished) -> None:
+        self.threads.append(threading.current_thread().name)
+        super().__call__(runner, done)
+
+
+def idle_runner(
+    tmp_path: Path, results: Results, runners: list[ComponentRunner]
+) -> ComponentRunner:
+    """A started runner whose pinned worker is up and waiting (it starts in the
+    background: until then ``run_now`` declines)."""
+    runner = make_runner(component(tmp_path), results, runners)
+    deadline = time.monotonic() + WAIT
+    while not runner.idle():  # nothing to await: the worker reports ready to its thread
+        assert time.monotonic() < deadline, "the pinned worker never became idle"
+        threading.Event().wait(0.01)
+    return runner
+
+
+@pytest.fixture
+def quiet() -> Iterator[tuple[int, int]]:
+    """A pipe: its read end is an interrupt fd that stays quiet until written to."""
+    r, w = os.pipe()
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+def test_run_now_runs_a_record_on_the_callers_thread(
+    tmp_path: Path, runners: list[ComponentRunner], quiet: tuple[int, int]
+) -> None:
+    results = ThreadResults()
+    runner = idle_runner(tmp_path, results, runners)
+    assert runner.run_now(intake(1, {"do": "echo", "x": 1}), (quiet[0],))
+    assert len(results.items) == 1  # finished before run_now returned
+    assert results.threads == [threading.current_thread().name]
+    record = results.record(1)
+    assert json.loads(record.body) == {"do": "echo", "x": 1}
+    assert record.request_id == request_id_for(THING, NAME, 1, "epoch-1")
+    # The worker is idle again and its own thread serves the queue as before.
+    assert runner.submit(intake(2, {"do": "echo"}))
+    results.wait(2)
+    assert results.threads[1] == f"{NAME}-w0"
+    assert runner.snapshot()["workers"] == 1 and runner.counters.invocations == 2
+
+
+def test_an_interrupt_leaves_the_invocation_to_the_workers_thread(
+    tmp_path: Path, runners: list[ComponentRunner], quiet: tuple[int, int]
+) -> None:
+    results = ThreadResults()
+    runner = idle_runner(tmp_path, results, runners)
+    os.write(quiet[1], b"x")  # the caller has other work at once
+    assert runner.run_now(intake(1, {"do": "echo", "x": 2}), (quiet[0],))
+    (done,) = results.wait(1)
+    assert results.threads == [f"{NAME}-w0"]
+    assert done.record is not None and json.loads(done.record.body) == {"do": "echo", "x": 2}
+
+
+def test_run_now_declines_while_no_worker_is_idle(
+    tmp_path: Path, runners: list[ComponentRunner], gate: Gate, quiet: tuple[int, int]
+) -> None:
+    results = Results()
+    manifest = component(tmp_path, "app.gate", limits="{timeout: 20s, max_instances: 1}")
+    runner = make_runner(manifest, results, runners, environment={"GATE_PORT": str(gate.port)})
+    runner.submit(intake(1, {}))
+    gate.arrived()
+    assert not runner.run_now(intake(2, {}), (quiet[0],))  # nothing done: submit it
+    assert runner.submit(intake(2, {}))
+    gate.release_all()
+    gate.arrived()
+    gate.release_all()
+    assert [f.intake.seq for f in results.wait(2)] == [1, 2]
+
+
+@pytest.mark.parametrize("interrupted", [False, True], ids=["caller", "worker-thread"])
+def test_the_outcome_of_a_record_whose_commit_failed_is_dropped(
+    tmp_path: Path, runners: list[ComponentRunner], quiet: tuple[int, int], interrupted: bool
+) -> None:
+    """``start_now`` before the commit, the commit fails: whichever thread reads the
+    outcome drops it, and the worker goes on with the next record."""
+    results = Results()
+    runner = idle_runner(tmp_path, results, runners)
+    started = runner.start_now(intake(1, {"do": "echo"}))
+    assert started is not None
+    if interrupted:
+        os.write(quiet[1], b"x")
+    runner.finish_now(started, (quiet[0],), recorded=False)
+    assert runner.submit(intake(2, {"do": "echo"}))
+    assert [f.intake.seq for f in results.wait(1)] == [2]
+    assert [f.intake.seq for f in results.items] == [2]
