@@ -78,6 +78,7 @@ class Agent:
         self.intake = Intake(
             self.store, bus, self._dispatch, room=self._room_for,
             early=self._start_early if self._interrupts is not None else None,
+            ack=self._ack,
         )
         self.store.on_space(self.intake.resume)
         bus.on_connection_change(self.intake.on_connection)
@@ -244,20 +245,36 @@ class Agent:
             return
         held: list[IntakeRecord] = []
         started: dict[int, tuple[ComponentRunner, Started]] = {}
-        self._here.held, self._here.started = held, started
+        acks: list[Message] = []
+        self._here.held, self._here.started, self._here.acks = held, started, acks
         try:
-            self.intake.accept(message, targets)
+            try:
+                self.intake.accept(message, targets)
+            finally:
+                self._here.held = self._here.started = None
+            fds = self._interrupts() or ()
+            for record in held:
+                entry = started.pop(record.seq, None)
+                if entry is not None:
+                    entry[0].finish_now(entry[1], fds, recorded=True)
+                else:
+                    self._run_here(record)
+            for runner, begun in started.values():  # started, then its commit failed
+                runner.finish_now(begun, fds, recorded=False)
         finally:
-            self._here.held = self._here.started = None
-        fds = self._interrupts() or ()
-        for record in held:
-            entry = started.pop(record.seq, None)
-            if entry is not None:
-                entry[0].finish_now(entry[1], fds, recorded=True)
-            else:
-                self._run_here(record)
-        for runner, begun in started.values():  # started, and then its commit failed
-            runner.finish_now(begun, fds, recorded=False)
+            # The acknowledgement of a message run here goes out after its result: the
+            # broker needs it no sooner, and the result no later. (No reconnect can
+            # come in between: that happens on this thread.)
+            self._here.acks = None
+            for acked in acks:
+                self.bus.ack(acked)
+
+    def _ack(self, message: Message) -> None:
+        acks: list[Message] | None = getattr(self._here, "acks", None)
+        if acks is not None:
+            acks.append(message)
+        else:
+            self.bus.ack(message)
 
     def _start_early(self, rows: list[IntakeRecord]) -> None:
         """Intake's ``early``: a lone message is about to be committed on the receiving

@@ -42,14 +42,16 @@ class Intake:
         dispatch: Callable[[IntakeRecord], None],
         room: Callable[[Sequence[str], Mapping[str, int]], bool] = lambda _t, _n: True,
         early: Callable[[list[IntakeRecord]], None] | None = None,
+        ack: Callable[[Message], None] | None = None,
     ) -> None:
         """``room(targets, admitted)`` says whether every target component can take one
         more record (False: a full queue under its ``reject`` policy); ``admitted``
         counts, per component, records sent to the store and not yet queued, since a
         group commit queues a whole burst at once, after the check. ``early`` gets
         the rows of a message committed on this thread just before the commit
-        (``Store.record``)."""
+        (``Store.record``). ``ack`` sends an acknowledgement (default: the bus's)."""
         self._early = early
+        self._ack = ack or bus.ack
         self._store = store
         self._bus = bus
         self._dispatch = dispatch
@@ -121,7 +123,7 @@ class Intake:
             with self._lock:
                 self._admitted.subtract(targets)
             if connection == self._connection:
-                self._bus.ack(message)
+                self._ack(message)
             else:
                 self.stale_acks += 1  # the broker resends it; the store recognises the copy
             for row in rows:

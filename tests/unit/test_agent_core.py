@@ -138,12 +138,19 @@ class ReceivingBus(FakeBus):
         self.agent: Agent | None = None
         self.publishers: list[str] = []
         self.committed_when_published: list[bool] = []
+        self.order: list[str] = []
 
     def interrupts(self) -> tuple[int, ...] | None:
         return (self._r,)
 
+    def ack(self, message: Message) -> None:
+        self.order.append(f"ack {message.mid}")
+        super().ack(message)
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 properties: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
+        if topic == "out/echo":
+            self.order.append(f"result {json.loads(payload)['n']}")
         if self.agent is not None and properties and "seq" in properties:
             self.publishers.append(threading.current_thread().name)
             pending = {r.seq for r in self.agent.store.pending()}
@@ -181,6 +188,8 @@ def test_the_receiving_thread_runs_a_lone_message_itself(tmp_path: Path) -> None
             assert bus.acked[-1] == mid
         assert bus.publishers == [threading.current_thread().name] * 3
         assert bus.committed_when_published == [True, True, True]
+        # Each acknowledgement goes out after the result: the broker needs it no sooner.
+        assert bus.order == ["result 1", "ack 1", "result 2", "ack 2", "result 3", "ack 3"]
         # The first message made the sequence reservation; the others started their
         # function before their own commit.
         assert agent.store.handed_out_early == 2
