@@ -16,15 +16,17 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.errors import BrokerError
@@ -47,6 +49,10 @@ def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     except (OSError, AttributeError):  # not a TCP socket (websocket wrapper, unix socket)
         pass
 
+
+_MID = struct.Struct("!H")
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
 # Packets a thread may write itself: results and acknowledgements, the per-message
 # traffic. Connection, subscription and keepalive packets keep paho's own path.
@@ -82,6 +88,19 @@ class _DirectClient(mqtt.Client):
     def loop_write(self) -> MQTTErrorCode:
         with self._write_lock:
             return super().loop_write()
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        # The PUBACK of each published result: a bare packet id (success, no properties)
+        # in the common case, for which paho builds a ReasonCode and a Properties
+        # object each time; one shared, never-modified pair does here.
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2 or self._protocol != mqtt.MQTTv5:
+            return super()._handle_pubackcomp(cmd)
+        (mid,) = _MID.unpack(packet)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _packet_queue(
         self,

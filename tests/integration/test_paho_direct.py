@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 def test_the_paho_internals_it_relies_on_are_there() -> None:
     client = _DirectClient(mqtt.CallbackAPIVersion.VERSION2, direct_writes=True)
     for name in ("_out_packet", "_thread", "_sockpairW", "_sockpairR", "_packet_queue",
-                 "want_write", "socket"):
+                 "want_write", "socket", "_in_packet", "_out_message_mutex", "_out_messages",
+                 "_do_on_publish", "_handle_pubackcomp", "_protocol"):
         assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
 
 
@@ -85,5 +86,18 @@ def test_a_handler_on_the_network_thread_writes_at_once_and_sees_quiet_fds(
         assert done.wait(10)
         assert seen["queued"] == 0 and seen["readable"] == []
         assert [m.payload for m in probe.wait_count("reply/x", 1)] == [b"hello"]
+    finally:
+        bus.close()
+
+
+def test_pubacks_complete_every_qos1_publish(mosquitto: MosquittoBroker) -> None:
+    """The shortcut for a bare PUBACK (``_DirectClient._handle_pubackcomp``) still
+    completes each publish: acknowledged, and forgotten by the client."""
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+    bus.connect()
+    try:
+        for n in range(50):
+            bus.publish("acked/x", str(n).encode(), qos=1, timeout=10)  # raises unless acked
+        assert len(bus._client._out_messages) == 0
     finally:
         bus.close()
