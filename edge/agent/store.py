@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -164,12 +165,21 @@ class _Complete:
 def fingerprint(topic: str, payload: bytes, properties: Mapping[str, str]) -> bytes:
     """SHA-256 over the topic, the payload and the user properties (order-free)."""
     h = hashlib.sha256()
-    head = _COMPACT.encode([topic, sorted(properties.items())])
+    if not properties and _PLAIN_TOPIC.fullmatch(topic):
+        # What the JSON below comes to for a plain topic and no properties, without
+        # the encoder (a tenth of intake's own time on a loaded device).
+        head = f'["{topic}",[]]'
+    else:
+        head = _COMPACT.encode([topic, sorted(properties.items())])
     h.update(head.encode("utf-8"))
     h.update(b"\x00")
     h.update(payload)
     return h.digest()[:16]
 
+
+# Printable ASCII without the two characters JSON escapes in a string: such a topic is
+# its own JSON string body.
+_PLAIN_TOPIC = re.compile(r'[ !#-\[\]-~]*')
 
 # ``json.dumps`` with any option builds a new encoder on every call; these paths run
 # once per message, so they keep one (the output is the same).

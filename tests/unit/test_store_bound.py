@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edge.agent.store import PRUNE_EVERY, Delivery, IntakeRecord, OutboxEntry, Store
+from edge.agent.store import (
+    PRUNE_EVERY,
+    Delivery,
+    IntakeRecord,
+    OutboxEntry,
+    Store,
+    fingerprint,
+)
 
 WAIT = 5.0
 
@@ -213,3 +224,25 @@ def test_seal_respects_limit_bytes_and_lanes(store: Store) -> None:
     store.outbox_delete([r.id for r in store.seal("s3", "a", limit=2)])
     # At least one row even when it alone is over the byte budget.
     assert [r.result_id for r in store.seal("s3", "a", limit=10, max_bytes=5)] == ["rid-4"]
+
+
+def _reference_fingerprint(topic: str, payload: bytes, properties: dict[str, str]) -> bytes:
+    head = json.dumps([topic, sorted(properties.items())], separators=(",", ":"))
+    return hashlib.sha256(head.encode() + b"\x00" + payload).digest()[:16]
+
+
+@given(
+    topic=st.text(max_size=40),
+    payload=st.binary(max_size=64),
+    properties=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+)
+def test_the_fingerprint_is_the_documented_hash_for_every_topic(
+    topic: str, payload: bytes, properties: dict[str, str]
+) -> None:
+    """Rows in ``seen`` written by an earlier agent must still match: the shortcut for a
+    plain topic without properties gives the same bytes as the JSON form."""
+    assert fingerprint(topic, payload, properties) == _reference_fingerprint(
+        topic, payload, properties
+    )
+    plain = "sensors/" + "".join(c for c in topic if " " <= c <= "~" and c not in '"\\')
+    assert fingerprint(plain, payload, {}) == _reference_fingerprint(plain, payload, {})
