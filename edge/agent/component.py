@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 # Restarting a worker that keeps failing: back off up to this long.
 MAX_RESTART_BACKOFF = 30.0
+# Trigger topics whose encoding a runner remembers (beyond: matched each time).
+ENCODINGS_CACHED = 4096
 # Worker failures in a row that make a component BROKEN (Greengrass: 3).
 BROKEN_AFTER = 3
 # Intake record properties the agent sets on records it makes itself.
@@ -258,6 +260,7 @@ class ComponentRunner:
             (render(t.topic, thing=thing, component=manifest.name), t.encoding)
             for t in manifest.triggers
         )
+        self._encodings: dict[str, str] = {}  # topic -> encoding, as matched
         self._set_state("INSTALLED")
 
     # -- lifecycle -------------------------------------------------------------------
@@ -494,6 +497,10 @@ class ComponentRunner:
             slot.lent = True
             self._lent += 1
             self._idle -= 1
+        if not worker.alive():  # died while idle: its own thread replaces it
+            self._give_back(slot, None)
+            return None
+        with self._cond:
             self._inflight.add(record.seq)
         request_id = self._ids.request_id(record.seq)
         encoding = record.properties.get(PROP_ENCODING) or self._encoding_for(record.topic)
@@ -760,10 +767,14 @@ class ComponentRunner:
 
     # -- results --------------------------------------------------------------------------
     def _encoding_for(self, topic: str) -> str:
-        for topic_filter, encoding in self.trigger_encodings:
-            if matches(topic_filter, topic):
-                return encoding
-        return "json"
+        found = self._encodings.get(topic)
+        if found is None:
+            found = next(
+                (enc for f, enc in self.trigger_encodings if matches(f, topic)), "json"
+            )
+            if len(self._encodings) < ENCODINGS_CACHED:  # a device sees few topics
+                self._encodings[topic] = found
+        return found
 
     def _record_for(
         self, item: IntakeRecord, request_id: str, started: float, outcome: Outcome

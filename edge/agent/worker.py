@@ -450,8 +450,9 @@ class Worker:
     ) -> InFlight:
         """Send one invocation; ``await_outcome`` (on this thread or another, one at a
         time) reads what comes back. Raises ``WorkerDied`` only when the worker is
-        not running; a failed write is reported by ``await_outcome``."""
-        if self._reader is None or not self.alive():
+        not running (as last seen: callers that may have been idle a while check
+        ``alive()`` first); a failed write is reported by ``await_outcome``."""
+        if self._reader is None or self.reaped:
             raise WorkerDied(Outcome.failure("Runtime.WorkerDied", "worker is not running"))
         started = time.monotonic()
         self.last_used = started
