@@ -49,6 +49,7 @@ from edge.runtime.protocol import (
     ProtocolError,
     decode_header,
     encode_frame,
+    encode_invoke,
     write_all,
 )
 
@@ -458,16 +459,22 @@ class Worker:
         self.last_used = started
         self.invocations += 1
         sent = InFlight(request_id, started, started + timeout, timeout)
-        header = {
-            "type": "invoke",
-            "request_id": request_id,
-            "topic": topic,
-            "encoding": encoding,
-            "timeout_ms": int(timeout * 1000),
-            **(extra or {}),
-        }
+        timeout_ms = int(timeout * 1000)
+        if extra:
+            header = {
+                "type": "invoke",
+                "request_id": request_id,
+                "topic": topic,
+                "encoding": encoding,
+                "timeout_ms": timeout_ms,
+                **extra,
+            }
+            frame = encode_frame(header, payload)
+        else:
+            frame = encode_invoke(request_id, topic, encoding, timeout_ms, payload)
+        assert self._chan is not None
         try:
-            self._send(header, payload)
+            write_all(self._chan.fileno(), frame)
         except OSError as exc:
             sent.error = exc
         return sent

@@ -36,7 +36,13 @@ import traceback
 from typing import Any
 
 from edge.runtime.context import LambdaContext
-from edge.runtime.protocol import LOG_MARK, FrameReader, encode_frame, write_all
+from edge.runtime.protocol import (
+    LOG_MARK,
+    FrameReader,
+    encode_frame,
+    encode_ok_result,
+    write_all,
+)
 
 OOM_EXIT = 86  # the status a worker exits with after reporting an out-of-memory error
 
@@ -213,6 +219,8 @@ def serve(inp_fd: int, out_fd: int) -> int:
         request_id = req.get("request_id", "")
         reply: dict[str, Any] = {"type": "result", "request_id": request_id}
         body = b""
+        ok = False
+        content_type = "none"
         _TAG.request_id = request_id
         try:
             event: Any = payload
@@ -244,7 +252,7 @@ def serve(inp_fd: int, out_fd: int) -> int:
         else:
             try:
                 content_type, body = _encode_result(value)
-                reply.update(ok=True, content_type=content_type)
+                ok = True
             except (TypeError, ValueError) as exc:
                 err = error_record(exc, "Runtime.MarshalError")
                 err["errorMessage"] = f"Unable to marshal response: {exc}"
@@ -254,10 +262,15 @@ def serve(inp_fd: int, out_fd: int) -> int:
                        "errorMessage": f"out of memory (limit {memory_mb} MB)"}
                 reply.update(ok=False, error=err, fatal=True)
             value = None
-        reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-        if _TAG.open:
-            reply["logged"] = True  # the agent forwards this output before the result
+        duration = round((time.monotonic() - started) * 1000, 3)
+        logged = _TAG.open  # the agent forwards this output before the result
         _TAG.end_invocation()
+        if ok:
+            write_all(out_fd, encode_ok_result(request_id, content_type, duration, logged, body))
+            continue
+        reply["duration_ms"] = duration
+        if logged:
+            reply["logged"] = True
         send(reply, body)
         if reply.get("fatal"):
             return OOM_EXIT

@@ -16,7 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.agent.worker import _FrameReader
-from edge.runtime.protocol import MAX_BODY, MAX_HEADER, ProtocolError, read_frame, write_frame
+from edge.runtime.protocol import (
+    MAX_BODY,
+    MAX_HEADER,
+    ProtocolError,
+    encode_frame,
+    encode_invoke,
+    encode_ok_result,
+    read_frame,
+    write_frame,
+)
 
 _LEN = struct.Struct(">I")
 
@@ -295,3 +304,44 @@ def test_the_worker_reader_takes_frames_whole_and_keeps_the_rest() -> None:
         os.close(rfd)
         if wfd >= 0:
             os.close(wfd)
+
+
+# -- the two frames of every invocation, built directly --------------------------------
+
+
+@given(
+    request_id=st.text(max_size=80),
+    topic=st.text(max_size=80),
+    encoding=st.sampled_from(["json", "binary", "cbor"]),
+    timeout_ms=st.integers(min_value=-1, max_value=(1 << 32) + 1),
+    payload=st.binary(max_size=200),
+)
+def test_encode_invoke_is_encode_frame_of_the_invoke_header(
+    request_id: str, topic: str, encoding: str, timeout_ms: int, payload: bytes
+) -> None:
+    header = {"type": "invoke", "request_id": request_id, "topic": topic,
+              "encoding": encoding, "timeout_ms": timeout_ms}
+    assert encode_invoke(request_id, topic, encoding, timeout_ms, payload) == encode_frame(
+        header, payload
+    )
+
+
+@given(
+    request_id=st.text(max_size=80),
+    content_type=st.sampled_from(
+        ["none", "application/json", "application/octet-stream", "text/plain"]
+    ),
+    duration_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    logged=st.booleans(),
+    body=st.binary(max_size=200),
+)
+def test_encode_ok_result_is_encode_frame_of_the_result_header(
+    request_id: str, content_type: str, duration_ms: float, logged: bool, body: bytes
+) -> None:
+    header: dict[str, object] = {"type": "result", "request_id": request_id, "ok": True,
+                                 "content_type": content_type, "duration_ms": duration_ms}
+    if logged:
+        header["logged"] = True
+    built = encode_ok_result(request_id, content_type, duration_ms, logged, body)
+    assert built == encode_frame(header, body)
+    assert read_frame(io.BytesIO(built)) == (header, body)
