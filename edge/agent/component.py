@@ -712,6 +712,8 @@ class ComponentRunner:
         """When the queue drains after errors, timeouts or drops, tell the status
         reporter (once per burst, not per invocation)."""
         c = self.counters
+        if (c.errors, c.timeouts, c.out_of_memory, c.dropped) == self._reported:
+            return  # nothing new to tell (every good invocation): no lock taken
         with self._cond:
             if self._queue or self._inflight:
                 return

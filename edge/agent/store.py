@@ -349,11 +349,12 @@ class Store:
         """True when the bound is reached under ``backpressure``: record nothing new.
 
         Counts the bytes used plus those reserved for pending records' results."""
-        return (
-            self.when_full == "backpressure"
-            and self.max_bytes is not None
-            and self.used_bytes() + self.reserved_bytes() >= self.max_bytes
-        )
+        if self.when_full != "backpressure" or self.max_bytes is None:
+            return False
+        with self._bytes_lock:  # once, not once per term: this runs for every message
+            used = self._intake_bytes + sum(self._outbox_bytes.values())
+            reserved = (self._pending + self._queued) * self._result_estimate
+        return used + int(reserved) >= self.max_bytes
 
     def dropped(self) -> dict[str, int]:
         """Outbox rows deleted unsent by ``drop-oldest``, per sink, since the store was made."""
