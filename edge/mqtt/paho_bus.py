@@ -19,7 +19,7 @@ import ssl
 import struct
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -82,12 +82,46 @@ class _DirectClient(mqtt.Client):
 
     def __init__(self, *args: Any, direct_writes: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (topic, payload, qos, retain, dup, mid): receives plain messages (see
+        # ``_handle_publish``); it must not raise.
+        self.on_plain_message: Callable[[str, bytes, int, bool, bool, int], None] | None = None
         self._direct_writes = direct_writes
         self._write_lock = threading.RLock()  # re-entrant: paho may call back while writing
 
     def loop_write(self) -> MQTTErrorCode:
         with self._write_lock:
             return super().loop_write()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        # A QoS 0 or 1 PUBLISH without properties (a trigger message), handed straight
+        # to ``on_plain_message``: paho would build a Properties object, an MQTTMessage
+        # and an MQTTMessageInfo (with its own Condition) for it, then look the topic
+        # up in its filtered callbacks. Anything else takes paho's own path.
+        deliver = self.on_plain_message
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if deliver is None or self._protocol != mqtt.MQTTv5 or qos == 2 or len(packet) < 2:
+            return super()._handle_publish()
+        (tlen,) = _MID.unpack_from(packet, 0)
+        pos = 2 + tlen
+        mid = 0
+        if qos:
+            if len(packet) < pos + 2:
+                return super()._handle_publish()
+            (mid,) = _MID.unpack_from(packet, pos)
+            pos += 2
+        if len(packet) <= pos or packet[pos] != 0:  # property length is not zero
+            return super()._handle_publish()
+        try:
+            topic = bytes(packet[2 : 2 + tlen]).decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        with self._in_callback_mutex:
+            deliver(topic, bytes(packet[pos + 1 :]), qos, bool(header & 0x01),
+                    bool(header & 0x08), mid)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         # The PUBACK of each published result: a bare packet id (success, no properties)
@@ -182,6 +216,7 @@ class PahoBus:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_plain_message = self._on_plain_message
         self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         # Let many QoS 1 messages be in flight: the default 20 would make a burst
@@ -364,6 +399,16 @@ class PahoBus:
                 properties=props,
                 mid=msg.mid,
             )
+            self._subs.deliver(message, self.ack)
+        except Exception:
+            log.exception("error while receiving a message")
+
+    def _on_plain_message(
+        self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, mid: int
+    ) -> None:
+        try:
+            message = Message(topic=topic, payload=payload, qos=qos, retain=retain, dup=dup,
+                              properties={}, mid=mid)
             self._subs.deliver(message, self.ack)
         except Exception:
             log.exception("error while receiving a message")

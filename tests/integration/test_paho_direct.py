@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import select
 import threading
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,7 +24,8 @@ def test_the_paho_internals_it_relies_on_are_there() -> None:
     client = _DirectClient(mqtt.CallbackAPIVersion.VERSION2, direct_writes=True)
     for name in ("_out_packet", "_thread", "_sockpairW", "_sockpairR", "_packet_queue",
                  "want_write", "socket", "_in_packet", "_out_message_mutex", "_out_messages",
-                 "_do_on_publish", "_handle_pubackcomp", "_protocol"):
+                 "_do_on_publish", "_handle_pubackcomp", "_protocol", "_handle_publish",
+                 "_in_callback_mutex", "_manual_ack", "_send_puback"):
         assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
 
 
@@ -100,4 +102,50 @@ def test_pubacks_complete_every_qos1_publish(mosquitto: MosquittoBroker) -> None
             bus.publish("acked/x", str(n).encode(), qos=1, timeout=10)  # raises unless acked
         assert len(bus._client._out_messages) == 0
     finally:
+        bus.close()
+
+
+def test_plain_and_property_carrying_messages_arrive_alike(mosquitto: MosquittoBroker) -> None:
+    """A message without properties takes the short path (``_handle_publish``), one with
+    user properties paho's own; both arrive with every field."""
+    got: list[Message] = []
+    arrived = threading.Condition()
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+
+    def handler(message: Message) -> None:
+        with arrived:
+            got.append(message)
+            arrived.notify_all()
+
+    short: list[str] = []
+    inner = bus._client.on_plain_message
+    assert inner is not None
+
+    def counting(topic: str, *rest: Any) -> None:
+        short.append(topic)
+        inner(topic, *rest)
+
+    bus._client.on_plain_message = counting
+    bus.subscribe("plain/#", handler, qos=1)
+    bus.connect()
+    sender = PahoBus(BrokerAddress.parse(mosquitto.url))
+    sender.connect()
+    try:
+        assert bus.subscribed.wait(10)
+        sender.publish("plain/a", b"\x00one", qos=1, timeout=10)
+        sender.publish("plain/b", b"two", qos=0, retain=True)
+        sender.publish("plain/c", b"three", qos=1, properties={"k": "v"}, timeout=10)
+        with arrived:
+            assert arrived.wait_for(lambda: len(got) == 3, timeout=10)
+        by_topic = {m.topic: m for m in got}
+        a, b, c = by_topic["plain/a"], by_topic["plain/b"], by_topic["plain/c"]
+        assert (a.payload, a.qos, a.retain, a.dup, a.properties) == (b"\x00one", 1, False,
+                                                                      False, {})
+        assert a.mid > 0
+        assert (b.payload, b.qos, b.properties) == (b"two", 0, {})
+        assert (c.payload, c.qos, c.properties) == (b"three", 1, {"k": "v"})
+        assert sorted(short) == ["plain/a", "plain/b"]  # plain/c had properties
+    finally:
+        sender.publish("plain/b", b"", qos=0, retain=True)  # clear the retained message
+        sender.close()
         bus.close()
