@@ -50,6 +50,7 @@ from edge.runtime.protocol import (
     decode_header,
     encode_frame,
     encode_invoke,
+    whole_frame,
     write_all,
 )
 
@@ -194,6 +195,24 @@ class _FrameReader:
             self._buf += chunk
 
     def read(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
+        if not self._buf and self._poll is not None:
+            # The usual case: nothing left over; one wait, one read, one whole frame,
+            # parsed from the chunk as it is.
+            if deadline is None:
+                ready = self._poll.poll()
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise TimeoutError
+                ready = self._poll.poll(math.ceil(timeout * 1000))
+            if ready:
+                chunk = os.read(self._fd, 65536)
+                if not chunk:
+                    raise EOFError("worker closed its channel")
+                whole = whole_frame(chunk)
+                if whole is not None:
+                    return whole
+                self._buf += chunk
         self._fill(4, deadline)
         (hlen,) = _LEN.unpack_from(self._buf, 0)
         if hlen > MAX_HEADER:

@@ -226,6 +226,16 @@ class FrameReader:
     def read(self) -> tuple[dict[str, Any], bytes]:
         """The next frame; ``EOFError`` on a close, ``ProtocolError`` on garbage."""
         buf = self._buf
+        if not buf:
+            # The usual case: nothing left over, and one read brings exactly one frame,
+            # which is parsed from the chunk as it is (no buffer, no copies).
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                raise EOFError("channel closed")
+            whole = whole_frame(chunk)
+            if whole is not None:
+                return whole
+            buf += chunk
         need = 8
         while True:
             if len(buf) >= 4:
@@ -250,6 +260,21 @@ class FrameReader:
         view.release()
         del buf[:need]
         return header, body
+
+
+def whole_frame(chunk: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """The frame that ``chunk`` holds exactly, or None (part of one, or more than one,
+    or oversized lengths: the buffered reader deals with those)."""
+    n = len(chunk)
+    if n < 8:
+        return None
+    (hlen,) = _LEN.unpack_from(chunk, 0)
+    if hlen > MAX_HEADER or n < 8 + hlen:
+        return None
+    (blen,) = _LEN.unpack_from(chunk, 4 + hlen)
+    if n != 8 + hlen + blen:
+        return None
+    return decode_header(chunk[4 : 4 + hlen]), chunk[8 + hlen :]
 
 
 def write_all(fd: int, data: bytes) -> None:
