@@ -83,6 +83,23 @@ def _load_handler(folder: str, handler: str) -> Any:
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
+_DECODER = json.JSONDecoder()
+
+
+def _parse(payload: bytes) -> Any:
+    """``json.loads(payload)``, with UTF-8 (what MQTT payloads are) decoded directly:
+    ``json.loads`` sniffs for UTF-16 and UTF-32 on every call first. Anything that
+    does not parse so is handed to ``json.loads`` itself, so the outcome (and the
+    error) is always ``json.loads``'s."""
+    try:
+        text = payload.decode("utf-8")
+        if not text.startswith("\ufeff"):  # json.loads refuses a BOM in a str
+            return _DECODER.decode(text)
+    except ValueError:
+        pass
+    return json.loads(payload)
+
+
 def _encode_result(value: Any) -> tuple[str, bytes]:
     if value is None:
         return "none", b""
@@ -226,7 +243,7 @@ def serve(inp_fd: int, out_fd: int) -> int:
             event: Any = payload
             if req.get("encoding", "json") == "json":
                 try:
-                    event = json.loads(payload)
+                    event = _parse(payload)
                 except ValueError:  # UnicodeDecodeError included
                     raise _InvalidEvent(req.get("topic", ""), len(payload)) from None
             context = LambdaContext(
