@@ -50,7 +50,7 @@ from edge.runtime.protocol import (
     decode_header,
     encode_frame,
     encode_invoke,
-    whole_frame,
+    read_whole,
     write_all,
 )
 
@@ -175,19 +175,22 @@ class _FrameReader:
         (blen,) = _LEN.unpack_from(buf, 4 + hlen)
         return len(buf) >= 8 + int(hlen) + int(blen)
 
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait for input until ``deadline``: True when there is some (False: woken early,
+        look again); ``TimeoutError`` once the deadline has passed."""
+        if self._poll is None:
+            raise EOFError("reader closed")
+        if deadline is None:
+            return bool(self._poll.poll())
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise TimeoutError
+        # Round up: poll's unit is 1 ms, and 0 would spin until the deadline.
+        return bool(self._poll.poll(math.ceil(timeout * 1000)))
+
     def _fill(self, need: int, deadline: float | None) -> None:
         while len(self._buf) < need:
-            if self._poll is None:
-                raise EOFError("reader closed")
-            if deadline is None:
-                ready = self._poll.poll()
-            else:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    raise TimeoutError
-                # Round up: poll's unit is 1 ms, and 0 would spin until the deadline.
-                ready = self._poll.poll(math.ceil(timeout * 1000))
-            if not ready:
+            if not self._wait(deadline):
                 continue  # the loop re-checks the deadline
             chunk = os.read(self._fd, max(65536, need - len(self._buf)))
             if not chunk:
@@ -195,24 +198,14 @@ class _FrameReader:
             self._buf += chunk
 
     def read(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
-        if not self._buf and self._poll is not None:
-            # The usual case: nothing left over; one wait, one read, one whole frame,
-            # parsed from the chunk as it is.
-            if deadline is None:
-                ready = self._poll.poll()
-            else:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    raise TimeoutError
-                ready = self._poll.poll(math.ceil(timeout * 1000))
-            if ready:
-                chunk = os.read(self._fd, 65536)
-                if not chunk:
-                    raise EOFError("worker closed its channel")
-                whole = whole_frame(chunk)
-                if whole is not None:
-                    return whole
-                self._buf += chunk
+        # The usual case: nothing left over; one wait, one read, one whole frame.
+        if not self._buf and self._wait(deadline):
+            try:
+                whole = read_whole(self._fd, self._buf)
+            except EOFError:
+                raise EOFError("worker closed its channel") from None
+            if whole is not None:
+                return whole
         self._fill(4, deadline)
         (hlen,) = _LEN.unpack_from(self._buf, 0)
         if hlen > MAX_HEADER:

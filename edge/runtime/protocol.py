@@ -227,15 +227,9 @@ class FrameReader:
         """The next frame; ``EOFError`` on a close, ``ProtocolError`` on garbage."""
         buf = self._buf
         if not buf:
-            # The usual case: nothing left over, and one read brings exactly one frame,
-            # which is parsed from the chunk as it is (no buffer, no copies).
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                raise EOFError("channel closed")
-            whole = whole_frame(chunk)
+            whole = read_whole(self._fd, buf)
             if whole is not None:
                 return whole
-            buf += chunk
         need = 8
         while True:
             if len(buf) >= 4:
@@ -260,6 +254,20 @@ class FrameReader:
         view.release()
         del buf[:need]
         return header, body
+
+
+def read_whole(fd: int, buf: bytearray) -> tuple[dict[str, Any], bytes] | None:
+    """One read into an empty ``buf``: the usual case is that it brings exactly one
+    frame, returned as parsed from the chunk (no buffer, no copies); otherwise the
+    bytes go into ``buf`` for the caller's reassembly, and None. ``EOFError`` on a
+    close."""
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        raise EOFError("channel closed")
+    whole = whole_frame(chunk)
+    if whole is None:
+        buf += chunk
+    return whole
 
 
 def whole_frame(chunk: bytes) -> tuple[dict[str, Any], bytes] | None:
