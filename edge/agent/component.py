@@ -4,6 +4,15 @@ Every record handed to ``submit`` is already durable in the store, so nothing
 here needs to be: a crash loses only in-memory queue entries, which the agent
 re-reads from the store's pending rows at start-up.
 
+A record may also be run by the thread that received it (``run_now``, or
+``start_now`` then ``finish_now``): when a worker is idle and nothing is queued,
+the MQTT network thread sends the invocation and waits for the result itself,
+for as long as it has nothing else to do, instead of waking the worker's thread
+to do that (the worker's thread sleeps on, and takes the invocation over on
+any interrupt). ``start_now`` may take a record whose commit is still under way
+(``Store.record``'s ``early``): ``finish_now`` is told whether the commit
+landed, and the outcome of one that did not is dropped.
+
 The pool follows the Greengrass Lambda parameters (``limits`` in the
 manifest): a ``pinned`` component starts one long-lived worker with the
 component; workers scale up to ``max_instances`` while the queue is deeper than
