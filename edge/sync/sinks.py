@@ -418,8 +418,10 @@ class LocalDirSink:
 
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
+        self._clock = clock
+        self._swept: set[Path] = set()
 
     def path_for(self, record: ResultRecord) -> Path:
         component = record.component
@@ -436,10 +438,29 @@ class LocalDirSink:
         for record in records:
             path = self.path_for(record)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in self._swept:
+                self._sweep(path.parent)
             _atomic_write(path, record.body)
             touched.add(path.parent)
         for directory in touched:
             _fsync_dir(directory)
+
+    def _sweep(self, directory: Path) -> None:
+        """Delete temporary files that a crash (a SIGKILL, a power cut) left half
+        written, once per directory and process: on a device that loses power often
+        they would pile up. Only old ones: another sink object on the same directory
+        (a component being replaced) may be writing one right now."""
+        self._swept.add(directory)
+        stale = self._clock() - STALE_TEMP_AGE
+        for tmp in directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):  # gone already, or not ours to delete
+                if tmp.stat().st_mtime < stale:
+                    tmp.unlink()
+
+
+# A temporary file of the local sink older than this was left by a crash (a write
+# takes milliseconds).
+STALE_TEMP_AGE = 3600.0
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

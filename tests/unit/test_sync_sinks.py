@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from decimal import Decimal
 
@@ -196,3 +197,22 @@ def test_local_dir_sink_refuses_path_tricks(tmp_path, component: str) -> None:
         LocalDirSink(tmp_path).write([make_record(component=component)])
 
 
+
+
+def test_local_dir_sink_sweeps_temporary_files_a_crash_left_behind(tmp_path) -> None:
+    """A SIGKILL or a power cut mid-write leaves ``.<name>.<uuid>.tmp`` behind: the next
+    process to write into that directory deletes the old ones, not one being written."""
+    folder = tmp_path / COMPONENT
+    folder.mkdir()
+    stale = folder / ".000000000001-x.json.dead.tmp"
+    fresh = folder / ".000000000002-y.json.live.tmp"
+    stale.write_bytes(b'{"half')
+    fresh.write_bytes(b'{"being written')
+    now = 1_800_000_000.0
+    os.utime(stale, (now - 7200, now - 7200))
+    os.utime(fresh, (now - 5, now - 5))
+    sink = LocalDirSink(tmp_path, clock=lambda: now)
+    record = make_record()
+    sink.write([record])
+    assert not stale.exists() and fresh.exists()
+    assert (folder / f"000000000007-{record.result_id}.json").read_bytes() == record.body
