@@ -143,14 +143,9 @@ class Delivery:
 
 @dataclass(frozen=True)
 class _Intake:
-    components: Sequence[str]
-    topic: str
-    payload: bytes
-    properties: Mapping[str, str]
-    received_at: float
+    rows: list[IntakeRecord]  # one per component, numbered by ``record``
     done: Callable[[list[IntakeRecord]], None]
     delivery: Delivery
-    seqs: Sequence[int]  # one per component, allocated by ``record``
     reserve: int = 0  # write this sequence reservation mark in the same commit
     early: bool = False  # may be handed out before its commit (``record``)
 
@@ -396,6 +391,8 @@ class Store:
         identical readings published twice are two messages: the second is not
         DUP, or has another packet id.
         """
+        if not components:  # a caller's mistake, not to be found mid-commit
+            raise ValueError("a message is recorded for at least one component")
         d = delivery or Delivery()
         received = received_at or time.time()
         now = self._clock()
@@ -419,10 +416,11 @@ class Store:
             speculative = speculative and last <= self._seq_durable
             self._last_record = now
             self._queued += n
-        op = _Intake(
-            components, topic, payload, properties, received, done, d,
-            range(first, last + 1), reserve, speculative,
-        )
+        rows = [
+            IntakeRecord(seq, component, topic, payload, properties, received)
+            for seq, component in zip(range(first, last + 1), components, strict=True)
+        ]
+        op = _Intake(rows, done, d, reserve, speculative)
         # An idle writer would only be woken to commit this one message: commit it here,
         # on the caller's thread, and save two thread hand-offs (to the writer, and back
         # to the network thread for the acknowledgement).
@@ -435,9 +433,10 @@ class Store:
                         # by the writer, which needs this lock) cannot overtake them.
                         self.handed_out_early += n
                         try:
-                            early(_rows(op))
+                            early(rows)
                         except Exception:
-                            log.exception("handing out intake rows %s failed", list(op.seqs))
+                            log.exception("handing out intake rows %s failed",
+                                          [r.seq for r in rows])
                     self._commit([op])
                     return
             finally:
@@ -520,34 +519,35 @@ class Store:
         try:
             for op in batch:
                 if isinstance(op, _Intake):
-                    queued_delta -= len(op.components)
-                    rows: list[IntakeRecord] = []
-                    fp = fingerprint(op.topic, op.payload, op.properties)
+                    rows = op.rows
+                    first = rows[0]
+                    queued_delta -= len(rows)
+                    fp = fingerprint(first.topic, first.payload, first.properties)
                     if self._is_redelivery(cur, op, fp, seen_max):
                         duplicates += 1
-                        callbacks.append(_bind(op.done, rows))
+                        callbacks.append(_bind(op.done, []))
                         continue
-                    props = json.dumps(dict(op.properties))
-                    for seq, component in zip(op.seqs, op.components, strict=True):
+                    props = json.dumps(dict(first.properties))
+                    for row in rows:
                         cur.execute(
                             "INSERT INTO intake (seq, component, topic, payload, properties,"
                             " received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                            (seq, component, op.topic, op.payload, props, op.received_at),
+                            (row.seq, row.component, row.topic, row.payload, props,
+                             row.received_at),
                         )
-                        intake_delta += len(op.payload)
+                        intake_delta += len(row.payload)
                         pending_delta += 1
-                    rows = _rows(op)
                     if op.reserve:
                         cur.execute(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_reserved', ?)",
                             (str(op.reserve),),
                         )
                         reserved = max(reserved, op.reserve)
-                    if op.delivery.packet_id and rows:
+                    if op.delivery.packet_id:
                         cur.execute(
                             "INSERT INTO seen (packet_id, fingerprint, connection, first_seq)"
                             " VALUES (?, ?, ?, ?)",
-                            (op.delivery.packet_id, fp, op.delivery.connection, rows[0].seq),
+                            (op.delivery.packet_id, fp, op.delivery.connection, first.seq),
                         )
                         seen_max = cur.lastrowid or seen_max
                     callbacks.append(_bind(op.done, rows))
@@ -817,13 +817,6 @@ class Store:
         """The sequence number the next recorded row gets."""
         with self._bytes_lock:
             return self._next_seq
-
-
-def _rows(op: _Intake) -> list[IntakeRecord]:
-    return [
-        IntakeRecord(seq, component, op.topic, op.payload, op.properties, op.received_at)
-        for seq, component in zip(op.seqs, op.components, strict=True)
-    ]
 
 
 def _bind(fn: Callable[[list[IntakeRecord]], None], rows: list[IntakeRecord]) -> Callable[[], None]:
