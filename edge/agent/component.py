@@ -173,14 +173,15 @@ RUN_NOW_WAIT = 0.5
 
 
 @dataclass
-class _Handoff:
-    """An invocation started by ``start_now`` that the worker's own thread finishes."""
+class _Invocation:
+    """One record's invocation: what sending it, and finishing it on whichever thread
+    reads the outcome (``start_now`` may hand it to the worker's own thread), needs."""
 
     item: IntakeRecord
     request_id: str
     started: float
-    sent: InFlight
-    first: tuple[dict[str, Any], bytes] | None
+    sent: InFlight | None = None
+    first: tuple[dict[str, Any], bytes] | None = None  # its first frame, already read
     discard: bool = False  # its record was never committed: drop the outcome
 
 
@@ -195,7 +196,7 @@ class _Slot:
     worker: Worker | None = None
     pinned: bool = False
     lent: bool = False
-    handoff: _Handoff | None = None
+    handoff: _Invocation | None = None
     returned_at: float = 0.0
 
 
@@ -205,7 +206,7 @@ class Started:
 
     slot: _Slot
     worker: Worker
-    handoff: _Handoff
+    invocation: _Invocation
 
 
 class ComponentRunner:
@@ -425,7 +426,7 @@ class ComponentRunner:
             if pinned:
                 slot.worker = self._prewarm()
             while True:
-                handoff: _Handoff | None = None
+                handoff: _Invocation | None = None
                 with self._cond:
                     self._idle += 1
                     self._lendable.append(slot)
@@ -453,10 +454,7 @@ class ComponentRunner:
                             return
                         item = self._queue.popleft()
                 if handoff is not None:
-                    slot.worker = self._await(
-                        slot.worker, handoff.item, handoff.request_id, handoff.started,
-                        handoff.sent, handoff.first, discard=handoff.discard,
-                    )
+                    slot.worker = self._await(slot.worker, handoff)
                 else:
                     slot.worker = self._run_one(slot.worker, item)
         finally:
@@ -506,19 +504,12 @@ class ComponentRunner:
             slot.lent = True
             self._lent += 1
             self._idle -= 1
-        if not worker.alive():  # died while idle: its own thread replaces it
-            self._give_back(slot, None)
-            return None
-        with self._cond:
             self._inflight.add(record.seq)
-        request_id = self._ids.request_id(record.seq)
-        encoding = record.properties.get(PROP_ENCODING) or self._encoding_for(record.topic)
-        started = self._clock()
+        invocation = self._invocation(record)
         try:
-            sent = worker.send_invoke(
-                request_id=request_id, topic=record.topic, payload=record.payload,
-                encoding=encoding, timeout=self.manifest.limits.timeout,
-            )
+            if not worker.alive():  # died while idle: its own thread replaces it
+                raise WorkerDied(Outcome.failure("Runtime.WorkerDied", "worker is not running"))
+            self._send(worker, invocation)
         except Exception as exc:
             if not isinstance(exc, WorkerDied):
                 log.exception("starting seq %d on %s failed", record.seq, self.manifest.name)
@@ -526,37 +517,37 @@ class ComponentRunner:
             with self._cond:
                 self._inflight.discard(record.seq)
             return None
-        return Started(slot, worker, _Handoff(record, request_id, started, sent, None))
+        return Started(slot, worker, invocation)
 
     def finish_now(self, started: Started, interrupts: Sequence[int], *, recorded: bool) -> None:
         """The second half of ``run_now``. ``recorded``: the record's commit landed;
         if not, the outcome is dropped (the broker delivers the message again)."""
-        slot, worker, handoff = started.slot, started.worker, started.handoff
-        handoff.discard = not recorded
-        wait = min(RUN_NOW_WAIT, max(0.0, handoff.sent.deadline - time.monotonic()))
+        slot, worker, invocation = started.slot, started.worker, started.invocation
+        invocation.discard = not recorded
+        sent = invocation.sent
+        assert sent is not None
+        wait = min(RUN_NOW_WAIT, max(0.0, sent.deadline - time.monotonic()))
         try:
-            frame = worker.try_result(handoff.sent, wait, interrupts)
+            frame = worker.try_result(sent, wait, interrupts)
         except Exception:  # whatever it was, the worker's own thread reads it again
-            log.exception("waiting for seq %d on %s failed", handoff.item.seq,
+            log.exception("waiting for seq %d on %s failed", invocation.item.seq,
                           self.manifest.name)
             frame = None
         if frame is None or frame[0].get("type") != "result" or frame[0].get("logged") \
                 or frame[0].get("fatal"):
-            handoff.first = frame
-            self._give_back(slot, handoff)
+            invocation.first = frame
+            self._give_back(slot, invocation)
             return
-        item, request_id, begun = handoff.item, handoff.request_id, handoff.started
         try:
-            outcome = worker.await_outcome(handoff.sent, first=frame)  # no I/O: a plain result
+            outcome = worker.await_outcome(sent, first=frame)  # no I/O: a plain result
         except WorkerDied as died:  # answered out of turn: the worker was killed
             self._give_back(slot, None)  # its thread replaces the worker
-            self._conclude(None, item, request_id, begun, died.outcome, died=True,
-                           discard=handoff.discard)
+            self._conclude(None, invocation, died.outcome, died=True)
             return
         self._give_back(slot, None)
-        self._conclude(worker, item, request_id, begun, outcome, discard=handoff.discard)
+        self._conclude(worker, invocation, outcome)
 
-    def _give_back(self, slot: _Slot, handoff: _Handoff | None) -> None:
+    def _give_back(self, slot: _Slot, handoff: _Invocation | None) -> None:
         with self._cond:
             slot.lent = False
             self._lent -= 1
@@ -627,55 +618,49 @@ class ComponentRunner:
             self._set_state("ERRORED")
 
     def _run_one(self, worker: Worker | None, item: IntakeRecord) -> Worker | None:
-        request_id = self._ids.request_id(item.seq)
-        encoding = item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic)
-        started = self._clock()
-        # A payload that is not JSON on a ``json`` trigger is the runtime's to report
-        # (Runtime.InvalidEvent): it parses the event anyway, so the agent does not.
+        invocation = self._invocation(item)
         try:
             worker = self._ensure_worker(worker)
-            sent = worker.send_invoke(
-                request_id=request_id,
-                topic=item.topic,
-                payload=item.payload,
-                encoding=encoding,
-                timeout=self.manifest.limits.timeout,
-            )
+            self._send(worker, invocation)
         except WorkerDied as died:
-            return self._conclude(None, item, request_id, started, died.outcome, died=True)
-        return self._await(worker, item, request_id, started, sent, None)
+            return self._conclude(None, invocation, died.outcome, died=True)
+        return self._await(worker, invocation)
 
-    def _await(
-        self,
-        worker: Worker | None,
-        item: IntakeRecord,
-        request_id: str,
-        started: float,
-        sent: InFlight,
-        first: tuple[dict[str, Any], bytes] | None,
-        *,
-        discard: bool = False,
-    ) -> Worker | None:
-        assert worker is not None
+    def _invocation(self, item: IntakeRecord) -> _Invocation:
+        return _Invocation(item, self._ids.request_id(item.seq), self._clock())
+
+    def _send(self, worker: Worker, invocation: _Invocation) -> None:
+        item = invocation.item
+        # A payload that is not JSON on a ``json`` trigger is the runtime's to report
+        # (Runtime.InvalidEvent): it parses the event anyway, so the agent does not.
+        invocation.sent = worker.send_invoke(
+            request_id=invocation.request_id,
+            topic=item.topic,
+            payload=item.payload,
+            encoding=item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic),
+            timeout=self.manifest.limits.timeout,
+        )
+
+    def _await(self, worker: Worker | None, invocation: _Invocation) -> Worker | None:
+        assert worker is not None and invocation.sent is not None
+        item, discard = invocation.item, invocation.discard
         try:
             outcome = worker.await_outcome(
-                sent, lambda call, body: self._answer_call(item, call, body, discard), first
+                invocation.sent,
+                lambda call, body: self._answer_call(item, call, body, discard),
+                invocation.first,
             )
         except WorkerDied as died:
-            return self._conclude(None, item, request_id, started, died.outcome, died=True,
-                                  discard=discard)
-        return self._conclude(worker, item, request_id, started, outcome, discard=discard)
+            return self._conclude(None, invocation, died.outcome, died=True)
+        return self._conclude(worker, invocation, outcome)
 
     def _conclude(
         self,
         worker: Worker | None,
-        item: IntakeRecord,
-        request_id: str,
-        started: float,
+        invocation: _Invocation,
         outcome: Outcome,
         *,
         died: bool = False,
-        discard: bool = False,
     ) -> Worker | None:
         """Account for one finished invocation and hand its result on (unless
         ``discard``: its record was never committed); the worker to keep (None:
@@ -700,14 +685,15 @@ class ComponentRunner:
             self._worker_failed(failure)
         elif self.state == "ERRORED" and self._failures_in_a_row == 0:
             self._set_state("RUNNING")
-        if discard:
+        item = invocation.item
+        if invocation.discard:
             log.warning(
                 "seq %d was not recorded (its commit failed) and its outcome is dropped;"
                 " the broker delivers the message again", item.seq,
                 extra={"component": self.manifest.name},
             )
         else:
-            record = self._record_for(item, request_id, started, outcome)
+            record = self._record_for(item, invocation.request_id, invocation.started, outcome)
             try:
                 self._on_finished(self, Finished(item, record, outcome))
             except Exception:
