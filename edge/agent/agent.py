@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[ComponentManifest], Mapping[str, Sink]]
 TARGET_CACHE_MAX = 4096  # distinct trigger topics remembered (beyond: matched each time)
+
+
+@dataclass
+class _Receiving:
+    """What the receiving thread keeps while intake records a message it may run
+    itself (``Agent._on_trigger``)."""
+
+    held: list[IntakeRecord] = field(default_factory=list)  # committed here: run or queue
+    started: dict[int, tuple[ComponentRunner, Started]] = field(default_factory=dict)
+    acks: list[Message] = field(default_factory=list)  # sent after the results
 
 
 class Agent:
@@ -240,39 +251,38 @@ class Agent:
             return
         # Recorded (or parked, unacknowledged, while the store or a ``reject`` queue is
         # full), acknowledged after the commit.
-        if self._interrupts is None:
+        fds = self._interrupts() if self._interrupts is not None else None
+        if fds is None:
             self.intake.accept(message, targets)
             return
-        held: list[IntakeRecord] = []
-        started: dict[int, tuple[ComponentRunner, Started]] = {}
-        acks: list[Message] = []
-        self._here.held, self._here.started, self._here.acks = held, started, acks
+        here = self._here.receiving = _Receiving()
         try:
             try:
                 self.intake.accept(message, targets)
             finally:
-                self._here.held = self._here.started = None
-            fds = self._interrupts() or ()
-            for record in held:
-                entry = started.pop(record.seq, None)
+                self._here.receiving = None
+            for record in here.held:
+                entry = here.started.pop(record.seq, None)
                 if entry is not None:
                     entry[0].finish_now(entry[1], fds, recorded=True)
                 else:
-                    self._run_here(record)
-            for runner, begun in started.values():  # started, then its commit failed
+                    self._run_here(record, fds)
+            for runner, begun in here.started.values():  # started, then its commit failed
                 runner.finish_now(begun, fds, recorded=False)
         finally:
             # The acknowledgement of a message run here goes out after its result: the
             # broker needs it no sooner, and the result no later. (No reconnect can
             # come in between: that happens on this thread.)
-            self._here.acks = None
-            for acked in acks:
+            for acked in here.acks:
                 self.bus.ack(acked)
 
+    def _receiving(self) -> _Receiving | None:
+        return getattr(self._here, "receiving", None)
+
     def _ack(self, message: Message) -> None:
-        acks: list[Message] | None = getattr(self._here, "acks", None)
-        if acks is not None:
-            acks.append(message)
+        here = self._receiving()
+        if here is not None:
+            here.acks.append(message)
         else:
             self.bus.ack(message)
 
@@ -280,26 +290,23 @@ class Agent:
         """Intake's ``early``: a lone message is about to be committed on the receiving
         thread; start its function now, so it runs during the commit (an fsync) and
         the acknowledgement that follows. ``_on_trigger`` finishes it."""
-        started: dict[int, tuple[ComponentRunner, Started]] | None = getattr(
-            self._here, "started", None
-        )
-        if started is None or self._interrupts is None or self._interrupts() is None:
+        here = self._receiving()
+        if here is None:
             return
         for row in rows:
             runner = self.runners.get(row.component)
             begun = runner.start_now(row) if runner is not None else None
             if runner is not None and begun is not None:
-                started[row.seq] = (runner, begun)
+                here.started[row.seq] = (runner, begun)
 
-    def _run_here(self, record: IntakeRecord) -> None:
+    def _run_here(self, record: IntakeRecord, fds: tuple[int, ...]) -> None:
         """Run a record committed on the receiving thread on that thread, when its
         component has a worker idle and the thread nothing else to do; else queue it."""
         with self._dispatch_lock:
             if record.seq <= self._dispatch_floor.get(record.component, 0):
                 return  # re-submitted with the pending records of a replacement
             runner = self.runners.get(record.component)
-        fds = self._interrupts() if self._interrupts is not None else None
-        if runner is None or fds is None or not runner.run_now(record, fds):
+        if runner is None or not runner.run_now(record, fds):
             self._dispatch(record)
 
     def _room_for(self, targets: Sequence[str], admitted: Mapping[str, int]) -> bool:
@@ -312,9 +319,9 @@ class Agent:
                 self._dispatch_locked(record)
 
     def _dispatch_locked(self, record: IntakeRecord) -> None:
-        held: list[IntakeRecord] | None = getattr(self._here, "held", None)
-        if held is not None:  # committed inline by the receiving thread: see _on_trigger
-            held.append(record)
+        here = self._receiving()
+        if here is not None:  # committed inline by the receiving thread: see _on_trigger
+            here.held.append(record)
             return
         runner = self.runners.get(record.component)
         if runner is None:
