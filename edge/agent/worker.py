@@ -50,6 +50,7 @@ from edge.runtime.protocol import (
     decode_header,
     encode_frame,
     encode_invoke,
+    frame_size,
     read_whole,
     write_all,
 )
@@ -166,14 +167,8 @@ class _FrameReader:
 
     def buffered_frame(self) -> bool:
         """True when a whole frame is already buffered (read needs no system call)."""
-        buf = self._buf
-        if len(buf) < 8:
-            return False
-        (hlen,) = _LEN.unpack_from(buf, 0)
-        if len(buf) < 8 + hlen:
-            return False
-        (blen,) = _LEN.unpack_from(buf, 4 + hlen)
-        return len(buf) >= 8 + int(hlen) + int(blen)
+        size = frame_size(self._buf)
+        return size is not None and len(self._buf) >= size
 
     def _wait(self, deadline: float | None) -> bool:
         """Wait for input until ``deadline``: True when there is some (False: woken early,

@@ -270,18 +270,24 @@ def read_whole(fd: int, buf: bytearray) -> tuple[dict[str, Any], bytes] | None:
     return whole
 
 
+def frame_size(buf: bytes | bytearray) -> int | None:
+    """How many bytes the first frame in ``buf`` takes, once both its lengths are in
+    ``buf`` (None before, and for a header length over ``MAX_HEADER``)."""
+    if len(buf) < 8:
+        return None
+    (hlen,) = _LEN.unpack_from(buf, 0)
+    if hlen > MAX_HEADER or len(buf) < 8 + hlen:
+        return None
+    (blen,) = _LEN.unpack_from(buf, 4 + hlen)
+    return 8 + int(hlen) + int(blen)
+
+
 def whole_frame(chunk: bytes) -> tuple[dict[str, Any], bytes] | None:
     """The frame that ``chunk`` holds exactly, or None (part of one, or more than one,
     or oversized lengths: the buffered reader deals with those)."""
-    n = len(chunk)
-    if n < 8:
+    if frame_size(chunk) != len(chunk):
         return None
     (hlen,) = _LEN.unpack_from(chunk, 0)
-    if hlen > MAX_HEADER or n < 8 + hlen:
-        return None
-    (blen,) = _LEN.unpack_from(chunk, 4 + hlen)
-    if n != 8 + hlen + blen:
-        return None
     return decode_header(chunk[4 : 4 + hlen]), chunk[8 + hlen :]
 
 

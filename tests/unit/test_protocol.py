@@ -23,6 +23,7 @@ from edge.runtime.protocol import (
     encode_frame,
     encode_invoke,
     encode_ok_result,
+    frame_size,
     read_frame,
     write_frame,
 )
@@ -345,3 +346,11 @@ def test_encode_ok_result_is_encode_frame_of_the_result_header(
     built = encode_ok_result(request_id, content_type, duration_ms, logged, body)
     assert built == encode_frame(header, body)
     assert read_frame(io.BytesIO(built)) == (header, body)
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_frame_size_is_known_once_both_lengths_are_in(header: bytes, body: bytes) -> None:
+    raw = frame(header, body)
+    for cut in range(len(raw) + 1):
+        expected = len(raw) if cut >= 8 + len(header) else None
+        assert frame_size(raw[:cut]) == expected
