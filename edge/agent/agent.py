@@ -35,14 +35,18 @@ from edge.agent.store import IntakeRecord, OutboxEntry, Store
 from edge.agent.syncer import Syncer
 from edge.model.component import ComponentManifest
 from edge.model.device import DeviceConfig
-from edge.model.topics import matches, minimal_filters
+from edge.model.topics import TopicMemo, matches, minimal_filters
 from edge.mqtt.bus import Bus, Interruptible, Message
 from edge.sync.sinks import Sink
 
 log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[ComponentManifest], Mapping[str, Sink]]
-TARGET_CACHE_MAX = 4096  # distinct trigger topics remembered (beyond: matched each time)
+
+
+def _targets_memo(filters: list[tuple[str, str]]) -> TopicMemo[list[str]]:
+    """Topic -> the components whose trigger filters (``(filter, component)``) match it."""
+    return TopicMemo(lambda topic: sorted({c for f, c in filters if matches(f, topic)}))
 
 
 @dataclass
@@ -99,9 +103,7 @@ class Agent:
         self.runners: dict[str, ComponentRunner] = {}
         self._sink_names: dict[str, tuple[str, ...]] = {}
         self._filters: list[tuple[str, str]] = []  # (rendered filter, component)
-        # Topic -> target components, for the filter list it was computed from (a device
-        # sees a few distinct trigger topics over and over).
-        self._targets: tuple[list[tuple[str, str]], dict[str, list[str]]] = (self._filters, {})
+        self._targets = _targets_memo(self._filters)  # topic -> components it triggers
         # Replacing a runner re-submits the component's pending records; a record
         # committed before that scan must not also be dispatched by its commit callback.
         self._dispatch_lock = threading.Lock()
@@ -181,10 +183,14 @@ class Agent:
         self.syncer.set_sinks(manifest.name, sinks)
         self._sink_names[manifest.name] = tuple(sorted(sinks))
         self.runners[manifest.name] = runner
-        self._filters = [(f, c) for f, c in self._filters if c != manifest.name] + [
+        self._set_filters([(f, c) for f, c in self._filters if c != manifest.name] + [
             (topic_filter, manifest.name) for topic_filter, _ in runner.trigger_encodings
-        ]
+        ])
         return runner
+
+    def _set_filters(self, filters: list[tuple[str, str]]) -> None:
+        self._filters = filters
+        self._targets = _targets_memo(filters)
 
     def _state_dir(self, component: str) -> Path:
         path = self.data_dir / "state" / component
@@ -219,7 +225,7 @@ class Agent:
             runner = self.runners.pop(name, None)
             if runner is None:
                 return False
-            self._filters = [(f, c) for f, c in self._filters if c != name]
+            self._set_filters([(f, c) for f, c in self._filters if c != name])
             self._resubscribe()
             runner.stop(runner.manifest.limits.timeout + 2.0)
         self.status.changed()
@@ -237,15 +243,7 @@ class Agent:
     def _on_trigger(self, message: Message) -> None:
         if not self._accepting.is_set():
             return  # not acknowledged: the broker redelivers it after restart
-        filters, cache = self._targets
-        if filters is not self._filters:  # replaced since: start a new cache
-            filters, cache = self._filters, {}
-            self._targets = (filters, cache)
-        targets = cache.get(message.topic)
-        if targets is None:
-            targets = sorted({c for f, c in filters if matches(f, message.topic)})
-            if len(cache) < TARGET_CACHE_MAX:
-                cache[message.topic] = targets
+        targets = self._targets(message.topic)
         if not targets:
             self.bus.ack(message)
             return

@@ -58,7 +58,7 @@ from edge.agent.worker import (
     worker_spec,
 )
 from edge.model.component import ComponentManifest
-from edge.model.topics import matches, render
+from edge.model.topics import TopicMemo, matches, render
 from edge.sync.records import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -70,8 +70,6 @@ log = logging.getLogger(__name__)
 
 # Restarting a worker that keeps failing: back off up to this long.
 MAX_RESTART_BACKOFF = 30.0
-# Trigger topics whose encoding a runner remembers (beyond: matched each time).
-ENCODINGS_CACHED = 4096
 # Worker failures in a row that make a component BROKEN (Greengrass: 3).
 BROKEN_AFTER = 3
 # Intake record properties the agent sets on records it makes itself.
@@ -270,7 +268,12 @@ class ComponentRunner:
             (render(t.topic, thing=thing, component=manifest.name), t.encoding)
             for t in manifest.triggers
         )
-        self._encodings: dict[str, str] = {}  # topic -> encoding, as matched
+        # Topic -> the encoding of the first trigger that matches it (json if none).
+        self.encoding_for = TopicMemo(
+            lambda topic: next(
+                (enc for f, enc in self.trigger_encodings if matches(f, topic)), "json"
+            )
+        )
         self._set_state("INSTALLED")
 
     # -- lifecycle -------------------------------------------------------------------
@@ -637,7 +640,7 @@ class ComponentRunner:
             request_id=invocation.request_id,
             topic=item.topic,
             payload=item.payload,
-            encoding=item.properties.get(PROP_ENCODING) or self._encoding_for(item.topic),
+            encoding=item.properties.get(PROP_ENCODING) or self.encoding_for(item.topic),
             timeout=self.manifest.limits.timeout,
         )
 
@@ -763,16 +766,6 @@ class ComponentRunner:
         return {"ok": True, "seq": row.seq}, b""
 
     # -- results --------------------------------------------------------------------------
-    def _encoding_for(self, topic: str) -> str:
-        found = self._encodings.get(topic)
-        if found is None:
-            found = next(
-                (enc for f, enc in self.trigger_encodings if matches(f, topic)), "json"
-            )
-            if len(self._encodings) < ENCODINGS_CACHED:  # a device sees few topics
-                self._encodings[topic] = found
-        return found
-
     def _record_for(
         self, item: IntakeRecord, request_id: str, started: float, outcome: Outcome
     ) -> ResultRecord | None:

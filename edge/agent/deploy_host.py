@@ -21,7 +21,6 @@ from edge.errors import EdgeError
 from edge.model.component import ComponentManifest, load_component
 from edge.model.deployment import SmokeEvent
 from edge.model.device import DeviceConfig
-from edge.model.topics import matches
 from edge.mqtt.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -69,9 +68,7 @@ class AgentHost:
                 return f"worker did not start: {_describe(died.outcome)}"
             if smoke is None:
                 return None
-            encoding = next(
-                (e for f, e in runner.trigger_encodings if matches(f, smoke.topic)), "json"
-            )
+            encoding = runner.encoding_for(smoke.topic)
             try:
                 outcome = worker.invoke(
                     request_id=f"smoke-{manifest.name}-{manifest.version}",

@@ -16,7 +16,8 @@ placeholders; ``render`` fills them in and ``placeholders`` lists them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Generic, TypeVar
 
 __all__ = [
     "MAX_TOPIC_BYTES",
@@ -142,3 +143,28 @@ def minimal_filters(filters: Iterable[str]) -> list[str]:
     return [
         f for f in unique if not any(o != f and covers(o, f) for o in unique)
     ]
+
+
+T = TypeVar("T")
+
+
+class TopicMemo(Generic[T]):
+    """``compute(topic)``, remembered per topic for up to ``limit`` topics: a device sees
+    a few trigger topics over and over, and matching every filter against every
+    message would be per-message work for nothing (beyond the limit, it is computed
+    each time). What ``compute`` reads must not change: make a new memo when it does.
+    Not locked: a racing second computation of the same topic gives the same value."""
+
+    def __init__(self, compute: Callable[[str], T], limit: int = 4096) -> None:
+        self._compute = compute
+        self._limit = limit
+        self._known: dict[str, T] = {}
+
+    def __call__(self, topic: str) -> T:
+        try:
+            return self._known[topic]
+        except KeyError:
+            value = self._compute(topic)
+            if len(self._known) < self._limit:
+                self._known[topic] = value
+            return value

@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from edge.errors import UsageError
-from edge.model.topics import matches
+from edge.model.topics import TopicMemo, matches
 
 log = logging.getLogger(__name__)
 
@@ -130,22 +130,20 @@ class Subscriptions:
     message is per-message work for nothing.
     """
 
-    CACHE_MAX = 4096  # distinct topics remembered (beyond: matched each time)
-
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: dict[str, tuple[MessageHandler, int]] = {}
-        self._by_topic: dict[str, list[MessageHandler]] = {}
+        self._by_topic = TopicMemo(self._match)
 
     def add(self, topic_filter: str, handler: MessageHandler, qos: int) -> None:
         with self._lock:
             self._subs[topic_filter] = (handler, qos)
-            self._by_topic = {}
+            self._by_topic = TopicMemo(self._match)
 
     def remove(self, topic_filter: str) -> None:
         with self._lock:
             self._subs.pop(topic_filter, None)
-            self._by_topic = {}
+            self._by_topic = TopicMemo(self._match)
 
     def filters(self) -> list[tuple[str, int]]:
         """(filter, qos) of every subscription: what to subscribe again on a reconnect."""
@@ -155,14 +153,10 @@ class Subscriptions:
     def handlers_for(self, topic: str) -> list[MessageHandler]:
         """One entry per distinct handler, even when several of its filters match."""
         with self._lock:
-            handlers = self._by_topic.get(topic)
-            if handlers is None:
-                handlers = list(
-                    dict.fromkeys(h for f, (h, _) in self._subs.items() if matches(f, topic))
-                )
-                if len(self._by_topic) < self.CACHE_MAX:
-                    self._by_topic[topic] = handlers
-            return handlers
+            return self._by_topic(topic)
+
+    def _match(self, topic: str) -> list[MessageHandler]:
+        return list(dict.fromkeys(h for f, (h, _) in self._subs.items() if matches(f, topic)))
 
     def deliver(self, message: Message, ack: Callable[[Message], None]) -> None:
         """Hand ``message`` to its handlers; one nobody wants is acknowledged at once.

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.model import topics
-from edge.model.topics import matches, placeholders, render, validate_filter, validate_name
+from edge.model.topics import (
+    TopicMemo,
+    matches,
+    placeholders,
+    render,
+    validate_filter,
+    validate_name,
+)
 
 # A level of a topic name: no wildcards, no '/', no NUL.
 level = st.text(
@@ -246,3 +253,17 @@ def test_covers_agrees_with_matches(filter_levels: list[str], topic_levels: list
     for general in (specific, specific + "/#", "#", "+/" + specific):
         if covers(general, specific) and matches(specific, topic):
             assert matches(general, topic)
+
+
+def test_topic_memo_computes_each_topic_once_up_to_its_limit() -> None:
+    calls: list[str] = []
+
+    def compute(topic: str) -> int:
+        calls.append(topic)
+        return len(topic)
+
+    memo = TopicMemo(compute, limit=2)
+    assert [memo("a"), memo("bb"), memo("a"), memo("bb")] == [1, 2, 1, 2]
+    assert calls == ["a", "bb"]
+    assert [memo("ccc"), memo("ccc")] == [3, 3]  # over the limit: computed each time
+    assert calls == ["a", "bb", "ccc", "ccc"]
