@@ -50,6 +50,7 @@ from typing import Any
 
 from edge.agent.store import IntakeRecord
 from edge.agent.worker import (
+    CallHandler,
     InFlight,
     MemorySlot,
     Outcome,
@@ -645,17 +646,42 @@ class ComponentRunner:
         )
 
     def _await(self, worker: Worker | None, invocation: _Invocation) -> Worker | None:
-        assert worker is not None and invocation.sent is not None
+        """Read the outcome of ``invocation`` and conclude it; while records are queued,
+        the worker gets the next one *before* this one is concluded (published,
+        handed to the store), so it runs during that bookkeeping instead of after
+        it, and its result is often there by the time this thread asks for it (no
+        sleep, no wake-up). Results are still concluded in the order they ran."""
+        assert worker is not None
+        while True:
+            assert invocation.sent is not None
+            try:
+                outcome = worker.await_outcome(
+                    invocation.sent, self._call_handler(invocation), invocation.first
+                )
+            except WorkerDied as died:
+                return self._conclude(None, invocation, died.outcome, died=True)
+            following = self._send_next(worker)
+            kept = self._conclude(worker, invocation, outcome)
+            if following is None:
+                return kept
+            invocation = following
+
+    def _call_handler(self, invocation: _Invocation) -> CallHandler:
         item, discard = invocation.item, invocation.discard
-        try:
-            outcome = worker.await_outcome(
-                invocation.sent,
-                lambda call, body: self._answer_call(item, call, body, discard),
-                invocation.first,
-            )
-        except WorkerDied as died:
-            return self._conclude(None, invocation, died.outcome, died=True)
-        return self._conclude(worker, invocation, outcome)
+        return lambda call, body: self._answer_call(item, call, body, discard)
+
+    def _send_next(self, worker: Worker) -> _Invocation | None:
+        """Send the next queued record to ``worker``, which just answered (None: there
+        is none, or the worker ended, or the component is stopping or broken)."""
+        if worker.reaped:
+            return None
+        with self._cond:
+            if not self._queue or self._stopping or self.state == "BROKEN":
+                return None
+            item = self._queue.popleft()
+        invocation = self._invocation(item)
+        self._send(worker, invocation)  # a failed write is reported by await_outcome
+        return invocation
 
     def _conclude(
         self,

@@ -351,6 +351,49 @@ def test_a_crashed_worker_is_replaced(tmp_path: Path, runners: list[ComponentRun
     assert runner.counters.worker_restarts == 1
 
 
+def test_the_next_queued_record_runs_while_the_last_result_is_concluded(
+    tmp_path: Path, runners: list[ComponentRunner], gate: Gate
+) -> None:
+    # One worker, three queued records: seq 2 (a handler that reports its start) is
+    # sent to the worker before seq 1's result is handed on, so it starts while
+    # on_finished for seq 1 still runs; the results are still handed on in order.
+    started_during_seq1: list[int] = []
+
+    class Concluding(Results):
+        def __call__(self, runner: ComponentRunner, done: Finished) -> None:
+            if done.intake.seq == 1:
+                started_during_seq1.append(gate.arrived(timeout=5.0))
+                gate.release_all()
+            super().__call__(runner, done)
+
+    results = Concluding()
+    manifest = component(tmp_path, limits="{timeout: 20s, max_instances: 1}")
+    runner = make_runner(manifest, results, runners, start=False,
+                         environment={"GATE_PORT": str(gate.port)})
+    for seq, do in enumerate(["echo", "gate", "echo"], start=1):
+        assert runner.submit(intake(seq, {"do": do}))
+    runner.start()
+    results.wait(3)
+    assert [f.intake.seq for f in results.items] == [1, 2, 3]
+    assert len(started_during_seq1) == 1
+    assert all(f.record is not None and f.record.kind == "result" for f in results.items)
+
+
+def test_a_worker_that_dies_on_the_record_sent_ahead_is_replaced(
+    tmp_path: Path, runners: list[ComponentRunner]
+) -> None:
+    results = Results()
+    manifest = component(tmp_path, limits="{timeout: 5s, max_instances: 1}")
+    runner = make_runner(manifest, results, runners, start=False)
+    for seq, do in enumerate(["echo", "exit3", "echo"], start=1):
+        assert runner.submit(intake(seq, {"do": do}))
+    runner.start()
+    done = results.wait(3)
+    assert [f.record.kind for f in done] == ["result", "error", "result"]  # type: ignore[union-attr]
+    assert json.loads(done[1].record.body)["errorMessage"] == "worker exited with status 3"  # type: ignore[union-attr]
+    assert runner.counters.worker_restarts == 1
+
+
 # -- queue and scaling ------------------------------------------------------------------
 
 
