@@ -207,6 +207,11 @@ class Agent:
             old = self.runners.get(manifest.name)
             if old is not None:
                 old.stop(old.manifest.limits.timeout + 2.0)
+                # Its last completions may still be on their way to the store: read as
+                # pending below, they would run a second time on the new version.
+                if not self.store.flush(timeout=10.0):
+                    log.warning("store writer busy; %s may re-run its last records",
+                                manifest.name)
             with self._dispatch_lock:
                 runner = self._install(manifest)
                 if self._accepting.is_set():

@@ -454,6 +454,18 @@ class Store:
         """Queue: delete intake row ``seq`` and append its results to the outbox, atomically."""
         self._put(_Complete(seq, entries, done))
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued before this call is committed (False: not within
+        ``timeout``). For a caller that is about to read the intake back (``pending``)
+        and must not find rows whose completion is merely on its way."""
+        if self._thread is None:
+            return True
+        marked = threading.Event()
+        # A completion of no row (sequence numbers start at 1): its callback runs after
+        # the commit that carries it, which carries everything queued before it.
+        self.complete(0, (), marked.set)
+        return marked.wait(timeout)
+
     def _run(self) -> None:
         stopping = False
         while not stopping:

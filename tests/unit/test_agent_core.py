@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -220,3 +221,66 @@ def test_a_result_whose_record_was_not_committed_is_dropped(tmp_path: Path) -> N
         assert outputs == [{"n": 1}, {"n": 3}]
         assert bus.acked == [1, 3]
     bus.close()
+
+
+def test_a_replacement_does_not_run_again_what_its_predecessor_completed(
+    tmp_path: Path,
+) -> None:
+    # The old version's last completion is still on its way to the store (its writer
+    # is held) when the new version is installed: the new one must not find that
+    # record pending and run it a second time.
+    bus = FakeBus()
+    gate = socket.create_server(("127.0.0.1", 0))
+    gate.settimeout(10)
+    gated = (
+        "import socket\n\n"
+        "def handler(event, context):\n"
+        f"    with socket.create_connection(('127.0.0.1', {gate.getsockname()[1]})) as c:\n"
+        "        c.recv(1)\n"
+        "    return event\n"
+    )
+    agent = _agent(tmp_path, bus)
+    agent.start()
+    writer = agent.store._commit_lock
+    held = False
+    try:
+        agent.add_component(load_component(write_component(tmp_path / "v1", "echo", gated)))
+        bus.subscriptions["in/echo/+"](
+            Message(topic="in/echo/s", payload=b'{"v": 1}', qos=1, mid=5)
+        )
+        conn, _ = gate.accept()  # the handler runs: its record is committed
+        writer.acquire()
+        held = True
+        conn.sendall(b"x")
+        conn.close()
+        assert bus.wait_published("out/echo")  # concluded; its completion waits for the lock
+        replacing = threading.Thread(
+            target=agent.add_component,
+            args=(load_component(write_component(
+                tmp_path / "v2", "echo", ECHO, manifest="limits: {max_instances: 1}\n")),),
+        )
+        replacing.start()
+        replacing.join(0.5)
+        assert replacing.is_alive()  # waiting for the completion to be committed
+        writer.release()
+        held = False
+        replacing.join(10)
+        assert not replacing.is_alive()
+        # The next message runs after anything resubmitted to the new version (one worker,
+        # in order): once its result is out, a second run of seq 1 would be out too.
+        bus.subscriptions["in/echo/+"](
+            Message(topic="in/echo/s", payload=b'{"v": 2}', qos=1, mid=6)
+        )
+        deadline = time.monotonic() + 10
+        while not any(p["seq"] == "2" for t, _, p in bus.published if t == "out/echo"):
+            assert time.monotonic() < deadline, "the second message's result never came"
+            bus.event.wait(0.05)
+            bus.event.clear()
+        assert [p["seq"] for t, _, p in bus.published if t == "out/echo"] == ["1", "2"]
+        assert agent.store.flush(timeout=10)
+        assert agent.store.pending() == []
+    finally:
+        if held:
+            writer.release()
+        gate.close()
+        agent.stop()

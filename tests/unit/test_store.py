@@ -565,3 +565,22 @@ def test_completing_a_handed_out_record_at_once_still_completes_it(store: Store)
     assert completed.wait(WAIT)
     assert store.pending() == []
     assert [r.result_id for r in store.outbox_batch("s3", 10)] == [f"rid-{done.rows[0].seq}"]
+
+
+def test_flush_returns_once_everything_queued_before_it_is_committed(store: Store) -> None:
+    (row,) = record(store)
+    lock = store._commit_lock
+    with lock:  # the writer cannot commit while this is held
+        store.complete(row.seq, [])
+        assert [r.seq for r in store.pending()] == [row.seq]
+        assert not store.flush(timeout=0.2)
+    assert store.flush(timeout=WAIT)
+    assert store.pending() == []
+
+
+def test_flush_without_a_writer_returns_at_once(db: Path) -> None:
+    s = Store(db, fsync=False)
+    try:
+        assert s.flush(timeout=0)
+    finally:
+        s.close()
