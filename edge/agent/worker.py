@@ -551,7 +551,9 @@ class Worker:
             raise WorkerDied(
                 Outcome.failure("Runtime.ProtocolError", "worker answered out of turn")
             )
-        duration = float(reply.get("duration_ms", (time.monotonic() - started) * 1000))
+        duration = reply.get("duration_ms")
+        duration = float(duration if duration is not None
+                         else (time.monotonic() - started) * 1000)
         if reply.get("logged"):
             # Forward the invocation's output before its result (as Lambda's END line).
             with self._log_cond:

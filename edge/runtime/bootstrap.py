@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import traceback
+from json.scanner import make_scanner
 from typing import Any
 
 from edge.runtime.context import LambdaContext
@@ -84,20 +85,49 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 _DECODER = json.JSONDecoder()
+# The C scanner: one JSON value from a position in a str (typeshed types the argument
+# oddly; the standard library passes a decoder, as here).
+_SCAN = make_scanner(_DECODER)  # type: ignore[arg-type]
 
 
 def _parse(payload: bytes) -> Any:
-    """``json.loads(payload)``, with UTF-8 (what MQTT payloads are) decoded directly:
-    ``json.loads`` sniffs for UTF-16 and UTF-32 on every call first. Anything that
-    does not parse so is handed to ``json.loads`` itself, so the outcome (and the
-    error) is always ``json.loads``'s."""
+    """``json.loads(payload)``, with a UTF-8 document that is one JSON value from its
+    first character to its last (what MQTT payloads are) scanned directly:
+    ``json.loads`` sniffs for UTF-16 and UTF-32 and matches whitespace around the
+    value with two regular expressions on every call first. Anything else (a
+    BOM, surrounding whitespace, another encoding, an error) is handed to
+    ``json.loads`` itself, so the outcome (and the error) is always ``json.loads``'s."""
     try:
         text = payload.decode("utf-8")
-        if not text.startswith("\ufeff"):  # json.loads refuses a BOM in a str
-            return _DECODER.decode(text)
-    except ValueError:
+        value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration):
         pass
     return json.loads(payload)
+
+
+def _make_dumps() -> Any:
+    """``_COMPACT.encode``, with the C encoder built once instead of on every call (with
+    its circular-reference bookkeeping): the result of every invocation goes through
+    it. A value it cannot encode so is handed to ``_COMPACT.encode`` itself, so the
+    outcome (and the error: ``ValueError`` for a circular value) is always its."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return _COMPACT.encode
+    encode = make(None, _COMPACT.default, json.encoder.encode_basestring_ascii, None,
+                  ":", ",", False, False, True)
+
+    def dumps(value: Any) -> str:
+        try:
+            return "".join(encode(value, 0))
+        except RecursionError:  # circular, or nested deeper than the interpreter goes
+            return _COMPACT.encode(value)
+
+    return dumps
+
+
+_dumps = _make_dumps()
 
 
 def _encode_result(value: Any) -> tuple[str, bytes]:
@@ -105,7 +135,7 @@ def _encode_result(value: Any) -> tuple[str, bytes]:
         return "none", b""
     if isinstance(value, bytes | bytearray | memoryview):
         return "application/octet-stream", bytes(value)
-    return "application/json", _COMPACT.encode(value).encode()
+    return "application/json", _dumps(value).encode()
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -205,8 +235,8 @@ def serve(inp_fd: int, out_fd: int) -> int:
         func = _load_handler(header["dir"], header["handler"])
     except HandlerNotFound as exc:
         exc.__traceback__ = None
-        error = error_record(exc, "Runtime.HandlerNotFound")
-        send({"type": "init_error", "error": error})
+        record = error_record(exc, "Runtime.HandlerNotFound")
+        send({"type": "init_error", "error": record})
         return 1
     except BaseException as exc:  # noqa: BLE001 - any import-time failure is the user's
         kind = "Runtime.ImportModuleError"
@@ -225,6 +255,8 @@ def serve(inp_fd: int, out_fd: int) -> int:
         "log_group_name": header.get("log_group_name", ""),
         "log_stream_name": header.get("log_stream_name", ""),
     }
+    call = channel.call
+    timeouts: dict[int, float] = {}  # timeout_ms -> seconds (one or two values per worker)
     while True:
         try:
             req, payload = inp.read()
@@ -234,10 +266,9 @@ def serve(inp_fd: int, out_fd: int) -> int:
             return 0
         started = time.monotonic()
         request_id = req.get("request_id", "")
-        reply: dict[str, Any] = {"type": "result", "request_id": request_id}
-        body = b""
-        ok = False
-        content_type = "none"
+        topic = req.get("topic", "")
+        error: dict[str, Any] | None = None
+        fatal = False
         _TAG.request_id = request_id
         try:
             event: Any = payload
@@ -245,12 +276,16 @@ def serve(inp_fd: int, out_fd: int) -> int:
                 try:
                     event = _parse(payload)
                 except ValueError:  # UnicodeDecodeError included
-                    raise _InvalidEvent(req.get("topic", ""), len(payload)) from None
+                    raise _InvalidEvent(topic, len(payload)) from None
+            timeout_ms = req.get("timeout_ms", 3000)
+            seconds = timeouts.get(timeout_ms)
+            if seconds is None:
+                seconds = timeouts[timeout_ms] = int(timeout_ms) / 1000
             context = LambdaContext(
                 aws_request_id=request_id,
-                deadline=started + int(req.get("timeout_ms", 3000)) / 1000,
-                subject=req.get("topic", ""),
-                call=channel.call,
+                deadline=started + seconds,
+                subject=topic,
+                call=call,
                 **common,
             )
             value = func(event, context)
@@ -258,38 +293,41 @@ def serve(inp_fd: int, out_fd: int) -> int:
         except KeyboardInterrupt:
             raise
         except _InvalidEvent as exc:
-            reply.update(ok=False, error={"errorType": "Runtime.InvalidEvent",
-                                          "errorMessage": str(exc), "stackTrace": []})
+            error = {"errorType": "Runtime.InvalidEvent", "errorMessage": str(exc),
+                     "stackTrace": []}
         except MemoryError as exc:
-            err = error_record(exc, "Runtime.OutOfMemory")
-            err["errorMessage"] = f"out of memory (limit {memory_mb} MB)"
-            reply.update(ok=False, error=err, fatal=True)
+            error = error_record(exc, "Runtime.OutOfMemory")
+            error["errorMessage"] = f"out of memory (limit {memory_mb} MB)"
+            fatal = True
         except BaseException as exc:  # noqa: BLE001 - the handler's error (even sys.exit) is a result
-            reply.update(ok=False, error=error_record(exc))
+            error = error_record(exc)
         else:
             try:
                 content_type, body = _encode_result(value)
-                ok = True
-            except (TypeError, ValueError) as exc:
-                err = error_record(exc, "Runtime.MarshalError")
-                err["errorMessage"] = f"Unable to marshal response: {exc}"
-                reply.update(ok=False, error=err)
+            except (TypeError, ValueError, RecursionError) as exc:
+                error = error_record(exc, "Runtime.MarshalError")
+                error["errorMessage"] = f"Unable to marshal response: {exc}"
             except MemoryError:
-                err = {"errorType": "Runtime.OutOfMemory", "stackTrace": [],
-                       "errorMessage": f"out of memory (limit {memory_mb} MB)"}
-                reply.update(ok=False, error=err, fatal=True)
+                error = {"errorType": "Runtime.OutOfMemory", "stackTrace": [],
+                         "errorMessage": f"out of memory (limit {memory_mb} MB)"}
+                fatal = True
             value = None
         duration = round((time.monotonic() - started) * 1000, 3)
         logged = _TAG.open  # the agent forwards this output before the result
-        _TAG.end_invocation()
-        if ok:
+        if logged:
+            _TAG.end_invocation()
+        _TAG.request_id = ""
+        if error is None:
             write_all(out_fd, encode_ok_result(request_id, content_type, duration, logged, body))
             continue
-        reply["duration_ms"] = duration
+        reply: dict[str, Any] = {"type": "result", "request_id": request_id, "ok": False,
+                                 "error": error, "duration_ms": duration}
+        if fatal:
+            reply["fatal"] = True
         if logged:
             reply["logged"] = True
-        send(reply, body)
-        if reply.get("fatal"):
+        send(reply)
+        if fatal:
             return OOM_EXIT
 
 

@@ -23,6 +23,11 @@ from typing import Any
 AgentCall = Callable[[str, dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
 
 
+# One call to the agent at a time, whichever thread of a handler makes it: they share
+# the worker's one channel (and a lock made per invocation costs every invocation).
+_CALLS = threading.Lock()
+
+
 class InvokeSelfError(Exception):
     """The agent could not record a continuation; the invocation should fail."""
 
@@ -70,7 +75,6 @@ class LambdaContext:
         self._clock = clock
         self._call = call
         self._continuations = 0
-        self._lock = threading.Lock()
 
     # ``identity`` and ``client_context`` are built on first use: a context is made
     # for every invocation and most handlers never read them (two dataclass
@@ -99,7 +103,7 @@ class LambdaContext:
             body, encoding = bytes(event), "binary"
         else:
             body, encoding = json.dumps(event, separators=(",", ":")).encode(), "json"
-        with self._lock:
+        with _CALLS:
             self._continuations += 1
             reply, _ = self._call(
                 "invoke_self", {"index": self._continuations, "encoding": encoding}, body

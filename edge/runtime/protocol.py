@@ -294,7 +294,10 @@ def whole_frame(chunk: bytes) -> tuple[dict[str, Any], bytes] | None:
 def write_all(fd: int, data: bytes) -> None:
     """Write ``data`` to a blocking fd in as few calls as the kernel allows (one
     for a frame that fits the pipe), without a buffered stream's extra copy."""
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):  # the usual case: one call, no view
+        return
+    view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view) :]
 

@@ -25,6 +25,7 @@ from edge.runtime.protocol import (
     encode_ok_result,
     frame_size,
     read_frame,
+    write_all,
     write_frame,
 )
 
@@ -354,3 +355,24 @@ def test_frame_size_is_known_once_both_lengths_are_in(header: bytes, body: bytes
     for cut in range(len(raw) + 1):
         expected = len(raw) if cut >= 8 + len(header) else None
         assert frame_size(raw[:cut]) == expected
+
+
+def test_write_all_writes_what_the_pipe_takes_in_parts() -> None:
+    # A frame bigger than a pipe holds goes out in several writes, all of it, in order.
+    data = bytes(range(256)) * 4096  # 1 MiB: sixteen times a default pipe's capacity
+    r, w = os.pipe()
+    got = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(r, 65536):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        write_all(w, data)
+    finally:
+        os.close(w)
+        reader.join(10)
+        os.close(r)
+    assert bytes(got) == data

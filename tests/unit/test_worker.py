@@ -172,6 +172,22 @@ def test_unserialisable_result_is_a_marshal_error(started: Any) -> None:
     assert worker.alive()
 
 
+@pytest.mark.parametrize(("handler", "message"), [
+    ("app.circular", "Circular reference detected"),
+    ("app.too_deep", "maximum recursion depth exceeded"),
+])
+def test_a_result_json_cannot_hold_is_a_marshal_error(
+    started: Any, handler: str, message: str
+) -> None:
+    worker = started(handler)
+    outcome = call(worker)
+    assert outcome.error is not None
+    assert outcome.error["errorType"] == "Runtime.MarshalError"
+    assert message in outcome.error["errorMessage"]
+    assert worker.alive()  # and it goes on serving
+    assert call(worker).error is not None
+
+
 def test_non_json_payload_reaching_a_json_worker_is_an_error_not_a_crash(started: Any) -> None:
     worker = started("app.echo")
     outcome = call(worker, b"\xffnot json")
