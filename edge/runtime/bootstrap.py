@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from json.scanner import make_scanner
 from typing import Any
 
@@ -107,7 +108,7 @@ def _parse(payload: bytes) -> Any:
     return json.loads(payload)
 
 
-def _make_dumps() -> Any:
+def _make_dumps() -> Callable[[Any], str]:
     """``_COMPACT.encode``, with the C encoder built once instead of on every call (with
     its circular-reference bookkeeping): the result of every invocation goes through
     it. A value it cannot encode so is handed to ``_COMPACT.encode`` itself, so the
@@ -256,7 +257,6 @@ def serve(inp_fd: int, out_fd: int) -> int:
         "log_stream_name": header.get("log_stream_name", ""),
     }
     call = channel.call
-    timeouts: dict[int, float] = {}  # timeout_ms -> seconds (one or two values per worker)
     while True:
         try:
             req, payload = inp.read()
@@ -277,13 +277,9 @@ def serve(inp_fd: int, out_fd: int) -> int:
                     event = _parse(payload)
                 except ValueError:  # UnicodeDecodeError included
                     raise _InvalidEvent(topic, len(payload)) from None
-            timeout_ms = req.get("timeout_ms", 3000)
-            seconds = timeouts.get(timeout_ms)
-            if seconds is None:
-                seconds = timeouts[timeout_ms] = int(timeout_ms) / 1000
             context = LambdaContext(
                 aws_request_id=request_id,
-                deadline=started + seconds,
+                deadline=started + int(req.get("timeout_ms", 3000)) / 1000,
                 subject=topic,
                 call=call,
                 **common,
