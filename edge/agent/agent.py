@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import select
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -264,6 +265,7 @@ class Agent:
                 self.intake.accept(message, targets)
             finally:
                 self._here.receiving = None
+            self._here.running = fds  # see _finished
             for record in here.held:
                 entry = here.started.pop(record.seq, None)
                 if entry is not None:
@@ -273,6 +275,7 @@ class Agent:
             for runner, begun in here.started.values():  # started, then its commit failed
                 runner.finish_now(begun, fds, recorded=False)
         finally:
+            self._here.running = ()
             # The acknowledgement of a message run here goes out after its result: the
             # broker needs it no sooner, and the result no later. (No reconnect can
             # come in between: that happens on this thread.)
@@ -368,7 +371,12 @@ class Agent:
                     extra={"component": record.component, "request_id": record.request_id,
                            "topic": record.topic},
                 )
-        self.store.complete(done.intake.seq, entries)
+        # On the thread that ran a lone message itself, with no more input waiting, the
+        # completion is committed right here (the writer would have to be woken for
+        # it); with input waiting, that thread has better things to do.
+        fds: tuple[int, ...] = getattr(self._here, "running", ())
+        here = bool(fds) and not select.select(fds, (), (), 0)[0]
+        self.store.complete(done.intake.seq, entries, here=here)
 
     def _publish(self, topic: str, payload: bytes, props: Mapping[str, str]) -> None:
         try:

@@ -449,10 +449,34 @@ class Store:
         self._ops.put(op)
 
     def complete(
-        self, seq: int, entries: Sequence[OutboxEntry], done: Callable[[], None] | None = None
+        self,
+        seq: int,
+        entries: Sequence[OutboxEntry],
+        done: Callable[[], None] | None = None,
+        *,
+        here: bool = False,
     ) -> None:
-        """Queue: delete intake row ``seq`` and append its results to the outbox, atomically."""
-        self._put(_Complete(seq, entries, done))
+        """Queue: delete intake row ``seq`` and append its results to the outbox, atomically.
+
+        ``here``: commit on the caller's thread instead when the writer is idle, as
+        ``record`` does for a lone message. For the thread that ran a lone message
+        itself, which has nothing else to do until the next one arrives: waking the
+        writer for one small commit costs a thread hand-off and a fight for the
+        interpreter lock while the result and the acknowledgement go out.
+        """
+        op = _Complete(seq, entries, done)
+        if here and self._inline:
+            with self._bytes_lock:
+                idle = self._unwritten == 0
+            if idle and self._commit_lock.acquire(blocking=False):
+                try:
+                    if not self._closed:
+                        self.inline_commits += 1
+                        self._commit([op])
+                        return
+                finally:
+                    self._commit_lock.release()
+        self._put(op)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before this call is committed (False: not within

@@ -187,6 +187,8 @@ def test_the_receiving_thread_runs_a_lone_message_itself(tmp_path: Path) -> None
                 "n": mid
             }
             assert bus.acked[-1] == mid
+            # And completed: the writer thread was not woken for that one commit.
+            assert not any(r.component == "echo" for r in agent.store.pending())
         assert bus.publishers == [threading.current_thread().name] * 3
         assert bus.committed_when_published == [True, True, True]
         # Each acknowledgement goes out after the result: the broker needs it no sooner.
@@ -194,6 +196,7 @@ def test_the_receiving_thread_runs_a_lone_message_itself(tmp_path: Path) -> None
         # The first message made the sequence reservation; the others started their
         # function before their own commit.
         assert agent.store.handed_out_early == 2
+        assert agent.store.inline_commits == 6  # each record and each completion
     bus.close()
 
 

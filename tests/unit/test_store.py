@@ -404,6 +404,37 @@ def test_no_inline_commit_overtakes_queued_work(db: Path) -> None:
         store.close()
 
 
+def test_a_completion_made_here_commits_on_the_callers_thread_when_the_writer_is_idle(
+    store: Store,
+) -> None:
+    (row,) = record(store)
+    ran_on: list[str] = []
+    commits = store.commits
+    store.complete(row.seq, [], lambda: ran_on.append(threading.current_thread().name),
+                   here=True)
+    # Committed before the call returned, by this thread, in a commit of its own.
+    assert ran_on == [threading.current_thread().name]
+    assert store.commits == commits + 1
+    assert store.pending() == []
+
+
+def test_a_completion_made_here_waits_its_turn_behind_queued_work(store: Store) -> None:
+    """Whatever is queued for the writer commits first: a completion made here must
+    not overtake it (a continuation's record queued before its parent completes)."""
+    (first,) = record(store)
+    (second,) = record(store)
+    release = threading.Event()
+    order: list[int] = []
+    store.complete(first.seq, [], lambda: (release.wait(WAIT), order.append(first.seq)))
+    done = threading.Event()
+    store.complete(second.seq, [], lambda: (order.append(second.seq), done.set()), here=True)
+    assert order == []  # queued, not committed here ahead of the writer's work
+    release.set()
+    assert done.wait(WAIT)
+    assert order == [first.seq, second.seq]
+    assert store.pending() == []
+
+
 def test_a_record_after_close_is_neither_committed_nor_an_error(db: Path) -> None:
     store = Store(db, fsync=False)
     store.start()
