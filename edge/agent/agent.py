@@ -371,11 +371,11 @@ class Agent:
                     extra={"component": record.component, "request_id": record.request_id,
                            "topic": record.topic},
                 )
-        # On the thread that ran a lone message itself, with no more input waiting, the
-        # completion is committed right here (the writer would have to be woken for
-        # it); with input waiting, that thread has better things to do.
+        # Committed on this thread if the store's writer is idle (``Store.complete``),
+        # except on the receiving thread (one that ran a lone message itself) while
+        # more input waits for it: reading that comes first.
         fds: tuple[int, ...] = getattr(self._here, "running", ())
-        here = bool(fds) and not select.select(fds, (), (), 0)[0]
+        here = not select.select(fds, (), (), 0)[0] if fds else True
         self.store.complete(done.intake.seq, entries, here=here)
 
     def _publish(self, topic: str, payload: bytes, props: Mapping[str, str]) -> None:

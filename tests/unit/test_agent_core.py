@@ -128,6 +128,28 @@ def test_routing_follows_a_removed_component_after_its_topic_was_seen(tmp_path: 
         assert b'{"n": 2}' not in [r.payload for r in agent.store.pending()]
 
 
+def test_a_worker_thread_commits_its_completion_while_the_writer_is_idle(
+    tmp_path: Path,
+) -> None:
+    """Waking the store's writer for one small commit costs a thread hand-off; the
+    worker's own thread commits the completion when nothing is queued for the writer."""
+    bus = FakeBus()
+    with running_echo(tmp_path, bus) as (agent, handler):
+        committers: list[str] = []
+        completed = threading.Event()
+
+        def space_freed() -> None:  # runs on the thread that committed a completion
+            committers.append(threading.current_thread().name)
+            completed.set()
+
+        agent.store.on_space(space_freed)
+        handler(Message(topic="in/echo/s", payload=b'{"v": 1}', qos=1, mid=1))
+        assert completed.wait(10)
+        (committer,) = committers
+        assert committer.startswith("echo-w")  # a serving thread of the echo component
+        assert agent.store.pending() == []
+
+
 class ReceivingBus(FakeBus):
     """A bus whose handler calls come from a receiving thread with nothing else to do
     (``Interruptible``): the agent may run a record on it. Notes, per result published,
