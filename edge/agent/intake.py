@@ -121,7 +121,8 @@ class Intake:
     def _record(self, message: Message, targets: Sequence[str], connection: str) -> None:
         def recorded(rows: list[IntakeRecord]) -> None:
             with self._lock:
-                self._admitted.subtract(targets)
+                for target in targets:  # (Counter.subtract costs more, per message)
+                    self._admitted[target] -= 1
             if connection == self._connection:
                 self._ack(message)
             else:
@@ -129,7 +130,8 @@ class Intake:
             for row in rows:
                 self._dispatch(row)
 
-        self._admitted.update(targets)
+        for target in targets:
+            self._admitted[target] += 1
         self._store.record(
             targets,
             message.topic,

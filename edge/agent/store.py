@@ -565,7 +565,7 @@ class Store:
                         duplicates += 1
                         callbacks.append(_bind(op.done, []))
                         continue
-                    props = json.dumps(dict(first.properties))
+                    props = json.dumps(dict(first.properties)) if first.properties else "{}"
                     for row in rows:
                         cur.execute(
                             "INSERT INTO intake (seq, component, topic, payload, properties,"
