@@ -37,7 +37,7 @@ from edge.agent.syncer import Syncer
 from edge.model.component import ComponentManifest
 from edge.model.device import DeviceConfig
 from edge.model.topics import TopicMemo, matches, minimal_filters
-from edge.mqtt.bus import Bus, Interruptible, Message
+from edge.mqtt.bus import AckBatching, Bus, Interruptible, Message
 from edge.sync.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ class Agent:
             ack=self._ack,
         )
         self.store.on_space(self.intake.resume)
+        if isinstance(bus, AckBatching):  # a group commit's acknowledgements in one write
+            self.store.callback_scope = bus.acks_held
         bus.on_connection_change(self.intake.on_connection)
         self.epoch = _epoch(data_dir)
         self._accepting = threading.Event()

@@ -42,6 +42,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,9 @@ class Store:
         self.inline_commits = 0
         self.handed_out_early = 0  # records given to ``early`` before their commit
         self._thread: threading.Thread | None = None
+        # Entered around a commit's callbacks when there are several (``Agent``: the
+        # bus's ``acks_held``, so a group commit's acknowledgements go out together).
+        self.callback_scope: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self._outbox_listeners: list[Callable[[], None]] = []
         self._space_listeners: list[Callable[[], None]] = []
         self.commits = 0
@@ -654,11 +658,11 @@ class Store:
                 "outbox over %d bytes: dropped the oldest %s", self.max_bytes,
                 ", ".join(f"{n} {sink}" for sink, n in sorted(dropped.items())),
             )
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:
-                log.exception("store callback failed")
+        if len(callbacks) > 1:
+            with self.callback_scope():
+                _run_all(callbacks)
+        else:
+            _run_all(callbacks)
         if outbox_added:
             for listener in self._outbox_listeners:
                 listener()
@@ -855,6 +859,14 @@ class Store:
         """The sequence number the next recorded row gets."""
         with self._bytes_lock:
             return self._next_seq
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for cb in callbacks:
+        try:
+            cb()
+        except Exception:
+            log.exception("store callback failed")
 
 
 def _bind(fn: Callable[[list[IntakeRecord]], None], rows: list[IntakeRecord]) -> Callable[[], None]:

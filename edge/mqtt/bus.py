@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -119,6 +120,14 @@ class Interruptible(Protocol):
     names, until it has other work (see ``PahoBus.interrupts``)."""
 
     def interrupts(self) -> tuple[int, ...] | None: ...
+
+
+@runtime_checkable
+class AckBatching(Protocol):
+    """A bus that can hold back the acknowledgements one thread makes and send them
+    together, in one write (see ``PahoBus.acks_held``)."""
+
+    def acks_held(self) -> AbstractContextManager[None]: ...
 
 
 class Subscriptions:

@@ -19,7 +19,7 @@ import ssl
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -87,6 +87,26 @@ class _DirectClient(mqtt.Client):
         self.on_plain_message: Callable[[str, bytes, int, bool, bool, int], None] | None = None
         self._direct_writes = direct_writes
         self._write_lock = threading.RLock()  # re-entrant: paho may call back while writing
+        self._held = threading.local()  # .acks: the PUBACKs this thread holds back, or None
+
+    @contextlib.contextmanager
+    def acks_held(self) -> Iterator[None]:
+        """PUBACKs this thread sends inside the block go out at its end, in one write.
+        Dropped instead if the connection they were made on is gone by then: the
+        broker resends those messages on the new one."""
+        held = self._held
+        if getattr(held, "acks", None) is not None:  # nested: the outer block sends
+            yield
+            return
+        acks: list[bytes | bytearray] = []
+        held.acks = acks
+        sock = self._sock
+        try:
+            yield
+        finally:
+            held.acks = None
+            if acks and sock is not None and self._sock is sock:
+                self._packet_queue(mqtt.PUBACK, b"".join(acks), 0, 0)
 
     def loop_write(self) -> MQTTErrorCode:
         with self._write_lock:
@@ -144,6 +164,11 @@ class _DirectClient(mqtt.Client):
         qos: int,
         info: mqtt.MQTTMessageInfo | None = None,
     ) -> MQTTErrorCode:
+        if (command & 0xF0) == mqtt.PUBACK:
+            held = getattr(self._held, "acks", None)
+            if held is not None:
+                held.append(packet)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
         if (
             not self._direct_writes
             or self._thread is None
@@ -333,6 +358,13 @@ class PahoBus:
     def ack(self, message: Message) -> None:
         if self._manual_ack and message.qos > 0 and message.mid:
             self._client.ack(message.mid, message.qos)
+
+    def acks_held(self) -> contextlib.AbstractContextManager[None]:
+        """Acknowledgements this thread makes inside the block go out together when it
+        ends, in one write instead of one each: for the store's writer, which
+        acknowledges a whole group commit's messages at once (one wake-up of the
+        broker instead of dozens)."""
+        return self._client.acks_held()
 
     # -- paho callbacks (never let an exception escape into paho) ---------------------
     def _on_connect(

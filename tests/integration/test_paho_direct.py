@@ -6,6 +6,7 @@ wake-up fds quiet (``PahoBus.interrupts``)."""
 from __future__ import annotations
 
 import select
+import socket
 import threading
 from typing import Any
 
@@ -25,7 +26,7 @@ def test_the_paho_internals_it_relies_on_are_there() -> None:
     for name in ("_out_packet", "_thread", "_sockpairW", "_sockpairR", "_packet_queue",
                  "want_write", "socket", "_in_packet", "_out_message_mutex", "_out_messages",
                  "_do_on_publish", "_handle_pubackcomp", "_protocol", "_handle_publish",
-                 "_in_callback_mutex", "_manual_ack", "_send_puback"):
+                 "_in_callback_mutex", "_manual_ack", "_send_puback", "_sock"):
         assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
 
 
@@ -148,4 +149,106 @@ def test_plain_and_property_carrying_messages_arrive_alike(mosquitto: MosquittoB
     finally:
         sender.publish("plain/b", b"", qos=0, retain=True)  # clear the retained message
         sender.close()
+        bus.close()
+
+
+class _Inbox:
+    """The messages a manual-ack bus received, unacknowledged, for a test to wait on."""
+
+    def __init__(self) -> None:
+        self.got: list[Message] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, message: Message) -> None:
+        with self._cond:
+            self.got.append(message)
+            self._cond.notify_all()
+
+    def wait_for(self, payloads: set[bytes], timeout: float = 10.0) -> list[Message]:
+        """Wait until each of ``payloads`` has arrived; everything received so far."""
+        with self._cond:
+            assert self._cond.wait_for(
+                lambda: payloads <= {m.payload for m in self.got}, timeout=timeout
+            ), f"got {[m.payload for m in self.got]}, waited for {sorted(payloads)}"
+            return list(self.got)
+
+    def wait_count(self, n: int, timeout: float = 10.0) -> list[Message]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.got) >= n, timeout=timeout), (
+                f"got {[m.payload for m in self.got]}, waited for {n}"
+            )
+            return list(self.got)
+
+
+def _session(url: str, client_id: str, inbox: _Inbox) -> PahoBus:
+    bus = PahoBus(BrokerAddress.parse(url), client_id=client_id, persistent=True,
+                  manual_ack=True)
+    bus.subscribe("held/#", inbox, qos=1)
+    bus.connect()
+    assert bus.subscribed.wait(10)
+    return bus
+
+
+def test_held_acks_go_out_together_when_the_block_ends(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    """``acks_held``: the acknowledgements a thread makes inside the block are kept
+    back (nothing queued or written), then sent; the broker has them all, since a
+    new connection to the same session gets none of the messages again."""
+    inbox = _Inbox()
+    bus = _session(mosquitto.url, "held-acks", inbox)
+    try:
+        for n in range(5):
+            probe.publish("held/x", b"%d" % n)
+        messages = inbox.wait_for({b"%d" % n for n in range(5)})
+        client = bus._client
+        with bus.acks_held():
+            for message in messages:
+                bus.ack(message)
+            assert len(client._held.acks) == 5
+            assert len(client._out_packet) == 0
+        assert client._held.acks is None
+    finally:
+        bus.close()
+    again = _Inbox()
+    bus = _session(mosquitto.url, "held-acks", again)
+    try:
+        probe.publish("held/marker", b"marker")  # queued behind any redelivery
+        got = again.wait_for({b"marker"})
+        assert [m.payload for m in got] == [b"marker"]
+    finally:
+        bus.close()
+
+
+def test_held_acks_of_a_lost_connection_are_dropped(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    """Held acknowledgements are never written on another connection than the one
+    they were made on (a packet id names another message there): when the block
+    ends after a reconnect, they are dropped, and the broker, never acknowledged,
+    keeps the messages for the session."""
+    inbox = _Inbox()
+    bus = _session(mosquitto.url, "held-acks-lost", inbox)
+    try:
+        for n in range(3):
+            probe.publish("held/y", b"%d" % n)
+        messages = inbox.wait_for({b"0", b"1", b"2"})
+        with bus.acks_held():
+            for message in messages:
+                bus.ack(message)
+            lost = bus._client._sock
+            assert lost is not None
+            lost.shutdown(socket.SHUT_RDWR)  # paho reconnects on its own
+            resent = inbox.wait_count(6, timeout=20)[3:]
+            # The new connection has them again (resent, as never acknowledged).
+            assert sorted(m.payload for m in resent) == [b"0", b"1", b"2"]
+            assert all(m.dup for m in resent)
+    finally:
+        bus.close()
+    again = _Inbox()
+    bus = _session(mosquitto.url, "held-acks-lost", again)
+    try:
+        # Still unacknowledged: the held acknowledgements never reached the broker.
+        assert {m.payload for m in again.wait_for({b"0", b"1", b"2"})} == {b"0", b"1", b"2"}
+    finally:
         bus.close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -433,6 +434,45 @@ def test_a_completion_made_here_waits_its_turn_behind_queued_work(store: Store) 
     assert done.wait(WAIT)
     assert order == [first.seq, second.seq]
     assert store.pending() == []
+
+
+def test_a_group_commits_callbacks_run_inside_the_callback_scope(db: Path) -> None:
+    """The agent sets the bus's ``acks_held`` as the scope, so the acknowledgements of
+    a group commit go out in one write; a commit with one callback needs none."""
+    store = Store(db, fsync=False, inline_commits=False)
+    inside = threading.local()
+    scopes: list[int] = []
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        inside.on = True
+        scopes.append(len(seen))
+        try:
+            yield
+        finally:
+            inside.on = False
+
+    store.callback_scope = scope
+    group, alone = Recorded(expected=3), Recorded()
+
+    def noting(done: Recorded) -> Callable[[list[IntakeRecord]], None]:
+        def recorded(rows: list[IntakeRecord]) -> None:
+            seen.append(getattr(inside, "on", False))
+            done(rows)
+        return recorded
+
+    for n in range(3):  # queued before the writer starts: one group commit
+        store.record(["c"], "t", b"%d" % n, {}, noting(group))
+    store.start()
+    try:
+        group.wait()
+        store.record(["c"], "t", b"alone", {}, noting(alone))
+        alone.wait()
+        assert seen == [True, True, True, False]
+        assert scopes == [0]
+    finally:
+        store.close()
 
 
 def test_a_record_after_close_is_neither_committed_nor_an_error(db: Path) -> None:
