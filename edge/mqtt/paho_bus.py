@@ -156,6 +156,14 @@ class _DirectClient(mqtt.Client):
                 return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _update_inflight(self) -> MQTTErrorCode:
+        # paho walks every unacknowledged publish on each PUBACK, looking for one queued
+        # behind a full in-flight window: hundreds of results on a busy agent. None is
+        # queued while every stored publish is in flight.
+        if len(self._out_messages) <= self._inflight_messages:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._update_inflight()
+
     def _packet_queue(
         self,
         command: int,

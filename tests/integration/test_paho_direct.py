@@ -26,7 +26,8 @@ def test_the_paho_internals_it_relies_on_are_there() -> None:
     for name in ("_out_packet", "_thread", "_sockpairW", "_sockpairR", "_packet_queue",
                  "want_write", "socket", "_in_packet", "_out_message_mutex", "_out_messages",
                  "_do_on_publish", "_handle_pubackcomp", "_protocol", "_handle_publish",
-                 "_in_callback_mutex", "_manual_ack", "_send_puback", "_sock"):
+                 "_in_callback_mutex", "_manual_ack", "_send_puback", "_sock",
+                 "_update_inflight", "_inflight_messages", "_max_inflight_messages"):
         assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
 
 
@@ -102,6 +103,29 @@ def test_pubacks_complete_every_qos1_publish(mosquitto: MosquittoBroker) -> None
         for n in range(50):
             bus.publish("acked/x", str(n).encode(), qos=1, timeout=10)  # raises unless acked
         assert len(bus._client._out_messages) == 0
+    finally:
+        bus.close()
+
+
+def test_publishes_queued_behind_a_full_in_flight_window_still_go_out(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    """The shortcut in ``_update_inflight`` (nothing queued: nothing to walk) must not
+    strand a publish that waits for room in the window: each PUBACK sends one."""
+    probe.follow("window/#")
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+    bus._client.max_inflight_messages_set(3)  # before the connection, as paho requires
+    bus.connect()
+    try:
+        client = bus._client
+        # Holding paho's (re-entrant) lock keeps the network thread from taking PUBACKs
+        # meanwhile: all but three publishes wait for room.
+        with client._out_message_mutex:
+            for n in range(40):
+                bus.publish("window/x", b"%d" % n, qos=1)
+            assert (len(client._out_messages), client._inflight_messages) == (40, 3)
+        got = probe.wait_count("window/x", 40)
+        assert sorted(int(m.payload) for m in got) == list(range(40))
     finally:
         bus.close()
 
