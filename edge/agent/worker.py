@@ -149,15 +149,18 @@ OutputSink = Callable[[str, str], None]  # (line, request id or "")
 class _FrameReader:
     """Reads frames from a pipe with a deadline, so a stalled worker cannot stall us.
 
-    It waits with ``poll(2)`` directly (a ``selectors`` wait costs twice as much
-    in Python for one fd) and only when the buffer does not already hold the
-    frame; each wake-up reads up to 64 KiB, so a small frame costs one wait and
-    one read.
+    The fd is non-blocking and a read comes first: a worker's answer is often
+    there already (it ran while the agent finished its write, or while the agent
+    concluded the previous record), and then it costs one read and no wait. Only
+    when nothing is there does it wait, with ``poll(2)`` directly (a
+    ``selectors`` wait costs twice as much in Python for one fd). Each read takes
+    up to 64 KiB, so a small frame comes in one.
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buf = bytearray()
+        os.set_blocking(fd, False)
         self._poll: select.poll | None = select.poll()
         self._poll.register(fd, select.POLLIN)
 
@@ -187,16 +190,22 @@ class _FrameReader:
         while len(self._buf) < need:
             if not self._wait(deadline):
                 continue  # the loop re-checks the deadline
-            chunk = os.read(self._fd, max(65536, need - len(self._buf)))
+            try:
+                chunk = os.read(self._fd, max(65536, need - len(self._buf)))
+            except BlockingIOError:
+                continue  # readable turned out to mean nothing yet
             if not chunk:
                 raise EOFError("worker closed its channel")
             self._buf += chunk
 
     def read(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
-        # The usual case: nothing left over; one wait, one read, one whole frame.
-        if not self._buf and self._wait(deadline):
+        # The usual case: nothing left over, and one read brings one whole frame.
+        while not self._buf:
             try:
                 whole = read_whole(self._fd, self._buf)
+            except BlockingIOError:  # nothing there yet
+                self._wait(deadline)  # (TimeoutError once the deadline has passed)
+                continue
             except EOFError:
                 raise EOFError("worker closed its channel") from None
             if whole is not None:

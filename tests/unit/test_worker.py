@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge.agent.worker import Outcome, Worker, WorkerDied, WorkerSpec
+from edge.agent.worker import Outcome, Worker, WorkerDied, WorkerSpec, _FrameReader
+from edge.runtime.protocol import encode_frame
 
 HANDLERS = Path(__file__).parent / "fixtures" / "workers"
 
@@ -366,3 +368,46 @@ def test_stop_of_a_never_started_worker_is_harmless() -> None:
     worker.stop()
     assert worker.pid is None
     assert not worker.alive()
+
+
+# -- the agent's end of the channel (_FrameReader) --------------------------------------
+
+
+def test_the_reader_takes_a_frame_that_is_already_there_and_one_that_comes_later() -> None:
+    r, w = os.pipe()
+    try:
+        reader = _FrameReader(r)
+        assert not os.get_blocking(r)  # a read comes first; waiting is poll's job
+        os.write(w, encode_frame({"type": "result", "n": 1}, b"one"))
+        assert reader.read(None) == ({"type": "result", "n": 1}, b"one")
+        # Nothing there yet: it waits for the frame, which arrives in two pieces.
+        frame = encode_frame({"type": "result", "n": 2}, b"two")
+
+        def later() -> None:
+            os.write(w, frame[:5])
+            threading.Event().wait(0.05)  # a writer that pauses mid-frame
+            os.write(w, frame[5:])
+
+        writer = threading.Thread(target=later)
+        writer.start()
+        assert reader.read(None) == ({"type": "result", "n": 2}, b"two")
+        writer.join()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_the_reader_keeps_its_deadline_when_nothing_comes() -> None:
+    r, w = os.pipe()
+    try:
+        reader = _FrameReader(r)
+        with pytest.raises(TimeoutError):
+            reader.read(time.monotonic() + 0.05)
+        os.close(w)
+        w = -1
+        with pytest.raises(EOFError):
+            reader.read(time.monotonic() + 1.0)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
