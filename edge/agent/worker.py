@@ -168,6 +168,26 @@ class _FrameReader:
     def fd(self) -> int:
         return self._fd
 
+    def read_now(self) -> tuple[dict[str, Any], bytes] | None:
+        """A whole frame if one is there without waiting, else None (a part of one
+        stays buffered for the next read)."""
+        if not self._buf:
+            try:
+                whole = read_whole(self._fd, self._buf)
+            except BlockingIOError:
+                return None
+            if whole is not None:
+                return whole
+        elif not self.buffered_frame():
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return None
+            if not chunk:
+                raise EOFError("worker closed its channel")
+            self._buf += chunk
+        return self.read(None) if self.buffered_frame() else None
+
     def buffered_frame(self) -> bool:
         """True when a whole frame is already buffered (read needs no system call)."""
         size = frame_size(self._buf)
@@ -504,6 +524,12 @@ class Worker:
         reader = self._reader
         if sent.error is not None or reader is None:
             return None
+        try:  # the usual case: it answered while this thread committed the record
+            frame = reader.read_now()
+        except (EOFError, ProtocolError, OSError):
+            return None
+        if frame is not None:
+            return frame
         if not reader.buffered_frame():
             poller = select.poll()
             poller.register(reader.fd, select.POLLIN)

@@ -264,7 +264,11 @@ def read_whole(fd: int, buf: bytearray) -> tuple[dict[str, Any], bytes] | None:
     chunk = os.read(fd, 65536)
     if not chunk:
         raise EOFError("channel closed")
-    whole = whole_frame(chunk)
+    try:
+        whole = whole_frame(chunk)
+    except ProtocolError:
+        buf += chunk  # kept: whoever reads next finds the garbage too, not a silence
+        raise
     if whole is None:
         buf += chunk
     return whole

@@ -222,6 +222,31 @@ def test_reader_refuses_junk_headers(pipe: tuple[_FrameReader, int], header: byt
         reader.read(soon())
 
 
+def test_read_now_takes_only_what_is_there(pipe: tuple[_FrameReader, int]) -> None:
+    reader, wfd = pipe
+    assert reader.read_now() is None  # nothing written: no wait, no frame
+    whole = frame(b'{"type":"result"}', b"body")
+    os.write(wfd, whole[:7])
+    assert reader.read_now() is None  # half a frame stays buffered
+    os.write(wfd, whole[7:])
+    assert reader.read_now() == ({"type": "result"}, b"body")
+    assert reader.read_now() is None
+
+
+def test_garbage_found_by_read_now_is_found_again_by_the_next_read(
+    pipe: tuple[_FrameReader, int],
+) -> None:
+    """The agent's receiving thread peeks with ``read_now`` and leaves the reply to
+    the worker's own thread; garbage it saw must reach that thread as garbage (a
+    protocol error), not as a silence that ends in a timeout."""
+    reader, wfd = pipe
+    os.write(wfd, frame(b"junk!"))
+    with pytest.raises(ProtocolError):
+        reader.read_now()
+    with pytest.raises(ProtocolError):
+        reader.read(soon(0.5))
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     bodies=st.lists(st.binary(max_size=200), min_size=1, max_size=4),
