@@ -164,6 +164,25 @@ class _DirectClient(mqtt.Client):
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._update_inflight()
 
+    def _send_now(self, command: int, packet: bytes | bytearray, qos: int) -> int:
+        """Write a PUBACK or a QoS 1/2 PUBLISH straight to the socket: the bytes taken
+        (0: none yet), or -1 for paho's own write. Nothing follows such a write in
+        paho but the keepalive clock (a QoS 0 PUBLISH completes its message info
+        when written, so it takes paho's path); per result and acknowledgement
+        that path builds a queue entry and walks paho's write loop."""
+        sock = self._sock
+        if sock is None or (qos == 0 and (command & 0xF0) != mqtt.PUBACK):
+            return -1
+        try:
+            sent = sock.send(packet)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return -1  # paho's write meets it again and handles the lost connection
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()  # paho's keepalive clock
+        return sent
+
     def _packet_queue(
         self,
         command: int,
@@ -186,11 +205,18 @@ class _DirectClient(mqtt.Client):
         ):
             return super()._packet_queue(command, packet, mid, qos, info)
         try:
-            self._out_packet.append({
-                "command": command, "mid": mid, "qos": qos, "pos": 0,
-                "to_process": len(packet), "packet": packet, "info": info,
-            })  # fmt: skip
-            self.loop_write()
+            sent = self._send_now(command, packet, qos)
+            if sent < 0:  # paho's write (a QoS 0 PUBLISH, no socket, a socket error)
+                self._out_packet.append({
+                    "command": command, "mid": mid, "qos": qos, "pos": 0,
+                    "to_process": len(packet), "packet": packet, "info": info,
+                })  # fmt: skip
+                self.loop_write()
+            elif sent < len(packet):  # the rest when the socket takes it
+                self._out_packet.append({
+                    "command": command, "mid": mid, "qos": qos, "pos": sent,
+                    "to_process": len(packet) - sent, "packet": packet, "info": info,
+                })  # fmt: skip
         finally:
             self._write_lock.release()
         if self.want_write() and self._sockpairW is not None:

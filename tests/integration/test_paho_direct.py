@@ -27,7 +27,8 @@ def test_the_paho_internals_it_relies_on_are_there() -> None:
                  "want_write", "socket", "_in_packet", "_out_message_mutex", "_out_messages",
                  "_do_on_publish", "_handle_pubackcomp", "_protocol", "_handle_publish",
                  "_in_callback_mutex", "_manual_ack", "_send_puback", "_sock",
-                 "_update_inflight", "_inflight_messages", "_max_inflight_messages"):
+                 "_update_inflight", "_inflight_messages", "_max_inflight_messages",
+                 "_msgtime_mutex", "_last_msg_out"):
         assert hasattr(client, name), f"paho-mqtt no longer has Client.{name}"
 
 
@@ -53,6 +54,32 @@ def test_a_publish_from_another_thread_is_on_the_wire_when_publish_returns(
         assert max(unsent) == 0
         got = probe.wait_count("direct/x", 200)
         assert [m.payload for m in got] == [str(n).encode() for n in range(200)]
+    finally:
+        bus.close()
+
+
+def test_what_the_socket_does_not_take_at_once_follows_in_order(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    """A publish larger than the socket's send buffer is written in part by the
+    publishing thread; the network thread writes the rest, and a publish made
+    meanwhile goes out after it, not into the middle of it."""
+    probe.follow("big/#")
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+    bus.connect()
+    try:
+        client = bus._client
+        assert client._sock is not None
+        client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = bytes(range(256)) * (16 * 1024)  # 4 MiB: far more than the socket takes
+        # Holding the write lock (re-entrant) keeps the network thread from writing
+        # the rest until both publishes are made.
+        with client._write_lock:
+            bus.publish("big/x", big, qos=1)
+            assert client._out_packet  # the rest is left for the network thread
+            bus.publish("big/x", b"after", qos=1)
+        got = probe.wait_count("big/x", 2, timeout=30)
+        assert [bytes(m.payload) for m in got] == [big, b"after"]
     finally:
         bus.close()
 
