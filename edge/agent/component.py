@@ -246,6 +246,9 @@ class ComponentRunner:
         self._idle = 0
         self._lendable: list[_Slot] = []  # slots of idle serving threads with a worker
         self._lent = 0
+        # Lone invocations whose slot is given back but which are still being concluded
+        # on the receiving thread (``finish_now``): ``stop`` waits for them too.
+        self._concluding = 0
         self._stopping = False
         self._stop_event = threading.Event()
         self._restart_backoff = 0.0
@@ -322,6 +325,10 @@ class ComponentRunner:
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
             t.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._cond.wait_for(
+                lambda: not self._concluding, max(0.0, deadline - time.monotonic())
+            )
         for future in list(self._watchers.values()):
             future.cancel()
         self._set_state("FINISHED")
@@ -545,16 +552,38 @@ class ComponentRunner:
         try:
             outcome = worker.await_outcome(sent, first=frame)  # no I/O: a plain result
         except WorkerDied as died:  # answered out of turn: the worker was killed
-            self._give_back(slot, None)  # its thread replaces the worker
-            self._conclude(None, invocation, died.outcome, died=True)
+            self._give_back(slot, None, concluding=True)  # its thread replaces the worker
+            self._conclude_here(None, invocation, died.outcome, died=True)
             return
-        self._give_back(slot, None)
-        self._conclude(worker, invocation, outcome)
+        self._give_back(slot, None, concluding=True)
+        self._conclude_here(worker, invocation, outcome)
 
-    def _give_back(self, slot: _Slot, handoff: _Invocation | None) -> None:
+    def _conclude_here(
+        self,
+        worker: Worker | None,
+        invocation: _Invocation,
+        outcome: Outcome,
+        *,
+        died: bool = False,
+    ) -> None:
+        """``_conclude`` on the receiving thread, after the slot went back to its own
+        thread (which may take the next record meanwhile): a ``stop`` in between
+        waits for it, so a replacement never reads this record as still pending."""
+        try:
+            self._conclude(worker, invocation, outcome, died=died)
+        finally:
+            with self._cond:
+                self._concluding -= 1
+                if self._stopping and not self._concluding:
+                    self._cond.notify_all()
+
+    def _give_back(
+        self, slot: _Slot, handoff: _Invocation | None, *, concluding: bool = False
+    ) -> None:
         with self._cond:
             slot.lent = False
             self._lent -= 1
+            self._concluding += concluding
             if handoff is not None:
                 slot.handoff = handoff
             else:

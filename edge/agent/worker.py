@@ -518,9 +518,11 @@ class Worker:
     def try_result(
         self, sent: InFlight, wait: float, interrupts: Sequence[int]
     ) -> tuple[dict[str, Any], bytes] | None:
-        """The invocation's next frame if it arrives within ``wait`` seconds and before
-        any fd in ``interrupts`` becomes readable; else None, with nothing consumed
-        (``await_outcome`` then reads it, or the failure, on any thread)."""
+        """The invocation's next frame if it is there already, or arrives within
+        ``wait`` seconds and before any fd in ``interrupts`` becomes readable; else
+        None, with nothing consumed (``await_outcome`` then reads it, or the failure,
+        on any thread). An answer already there is taken even when an interrupt is
+        pending too: concluding it here costs less than handing it to another thread."""
         reader = self._reader
         if sent.error is not None or reader is None:
             return None

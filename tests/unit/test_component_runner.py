@@ -501,11 +501,14 @@ class ThreadResults(Results):
 
 
 def idle_runner(
-    tmp_path: Path, results: Results, runners: list[ComponentRunner]
+    tmp_path: Path,
+    results: Results,
+    runners: list[ComponentRunner],
+    environment: dict[str, str] | None = None,
 ) -> ComponentRunner:
     """A started runner whose pinned worker is up and waiting (it starts in the
     background: until then ``run_now`` declines)."""
-    runner = make_runner(component(tmp_path), results, runners)
+    runner = make_runner(component(tmp_path), results, runners, environment=environment)
     deadline = time.monotonic() + WAIT
     while not runner.idle():  # nothing to await: the worker reports ready to its thread
         assert time.monotonic() < deadline, "the pinned worker never became idle"
@@ -541,15 +544,58 @@ def test_run_now_runs_a_record_on_the_callers_thread(
 
 
 def test_an_interrupt_leaves_the_invocation_to_the_workers_thread(
-    tmp_path: Path, runners: list[ComponentRunner], quiet: tuple[int, int]
+    tmp_path: Path, runners: list[ComponentRunner], quiet: tuple[int, int], gate: Gate
 ) -> None:
     results = ThreadResults()
-    runner = idle_runner(tmp_path, results, runners)
+    runner = idle_runner(tmp_path, results, runners, {"GATE_PORT": str(gate.port)})
     os.write(quiet[1], b"x")  # the caller has other work at once
-    assert runner.run_now(intake(1, {"do": "echo", "x": 2}), (quiet[0],))
+    # The handler answers only once let through: no answer is there yet when the
+    # caller looks, so it goes back to its other work instead of waiting.
+    assert runner.run_now(intake(1, {"do": "gate", "x": 2}), (quiet[0],))
+    gate.arrived()
+    gate.release_all()
     (done,) = results.wait(1)
     assert results.threads == [f"{NAME}-w0"]
-    assert done.record is not None and json.loads(done.record.body) == {"do": "echo", "x": 2}
+    assert done.record is not None and json.loads(done.record.body) == {"do": "gate", "x": 2}
+
+
+class HeldResults(Results):
+    """An ``on_finished`` that holds the finishing thread until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, runner: ComponentRunner, done: Finished) -> None:
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        super().__call__(runner, done)
+
+
+def test_stop_waits_for_a_lone_invocation_still_being_concluded(
+    tmp_path: Path, runners: list[ComponentRunner], quiet: tuple[int, int]
+) -> None:
+    """The receiving thread gives the worker back before it concludes the record it
+    ran (publish, complete). A ``stop`` in between must wait for that conclusion:
+    a replacement reads what is still pending right after it, and would run the
+    record a second time."""
+    results = HeldResults()
+    runner = idle_runner(tmp_path, results, runners)
+    receiving = threading.Thread(
+        target=runner.run_now, args=(intake(1, {"do": "echo", "x": 1}), (quiet[0],))
+    )
+    receiving.start()
+    assert results.entered.wait(WAIT)  # given back, now concluding
+    stopped = threading.Event()
+    stopper = threading.Thread(target=lambda: (runner.stop(WAIT), stopped.set()))
+    stopper.start()
+    assert not stopped.wait(0.3)  # still concluding: stop has not returned
+    results.release.set()
+    assert stopped.wait(WAIT)
+    receiving.join(WAIT)
+    stopper.join(WAIT)
+    assert [f.intake.seq for f in results.items] == [1]
 
 
 def test_run_now_declines_while_no_worker_is_idle(
