@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -428,24 +429,38 @@ class Store:
         # An idle writer would only be woken to commit this one message: commit it here,
         # on the caller's thread, and save two thread hand-offs (to the writer, and back
         # to the network thread for the acknowledgement).
-        if inline and self._commit_lock.acquire(blocking=False):
-            try:
-                if not self._closed:
-                    self.inline_commits += 1
-                    if op.early and early is not None:
-                        # Under the commit lock: a completion of these rows (committed
-                        # by the writer, which needs this lock) cannot overtake them.
-                        self.handed_out_early += n
-                        try:
-                            early(rows)
-                        except Exception:
-                            log.exception("handing out intake rows %s failed",
-                                          [r.seq for r in rows])
-                    self._commit([op])
-                    return
-            finally:
-                self._commit_lock.release()
-        self._put(op)
+        before = partial(self._hand_out, rows, early) if op.early and early is not None else None
+        if not (inline and self._commit_here(op, before)):
+            self._put(op)
+
+    def _hand_out(
+        self, rows: list[IntakeRecord], early: Callable[[list[IntakeRecord]], None]
+    ) -> None:
+        self.handed_out_early += len(rows)
+        try:
+            early(rows)
+        except Exception:
+            log.exception("handing out intake rows %s failed", [r.seq for r in rows])
+
+    def _commit_here(
+        self, op: _Intake | _Complete, before: Callable[[], None] | None = None
+    ) -> bool:
+        """Commit ``op`` on the caller's thread if no other commit is under way (False:
+        nothing done, queue it). ``before`` runs first, under the commit lock: a
+        completion of the rows it hands out (committed by the writer, which needs
+        this lock) cannot overtake their own commit."""
+        if not self._commit_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed:
+                return False
+            self.inline_commits += 1
+            if before is not None:
+                before()
+            self._commit([op])
+            return True
+        finally:
+            self._commit_lock.release()
 
     def _put(self, op: _Intake | _Complete) -> None:
         with self._bytes_lock:
@@ -474,14 +489,8 @@ class Store:
         if here and self._inline:
             with self._bytes_lock:
                 idle = self._unwritten == 0
-            if idle and self._commit_lock.acquire(blocking=False):
-                try:
-                    if not self._closed:
-                        self.inline_commits += 1
-                        self._commit([op])
-                        return
-                finally:
-                    self._commit_lock.release()
+            if idle and self._commit_here(op):
+                return
         self._put(op)
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -532,14 +532,14 @@ class Worker:
             return None
         if frame is not None:
             return frame
-        if not reader.buffered_frame():
-            poller = select.poll()
-            poller.register(reader.fd, select.POLLIN)
-            for fd in interrupts:
-                poller.register(fd, select.POLLIN)
-            ready = poller.poll(max(0, math.ceil(wait * 1000)))
-            if not any(fd == reader.fd for fd, _ in ready):
-                return None
+        # Nothing whole yet (read_now would have returned a buffered frame): wait.
+        poller = select.poll()
+        poller.register(reader.fd, select.POLLIN)
+        for fd in interrupts:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(max(0, math.ceil(wait * 1000)))
+        if not any(fd == reader.fd for fd, _ in ready):
+            return None
         try:
             # A frame not whole within 2 ms stays buffered for the next reader.
             return reader.read(time.monotonic() + 0.002)
