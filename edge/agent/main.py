@@ -235,20 +235,24 @@ def run(args: argparse.Namespace) -> int:
     # ``kill -USR1`` writes every thread's stack to stderr (the log), from C, so it works
     # even when Python code is stuck: how a hang in the field gets diagnosed.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Every subscription is made before the bus connects (paho makes them all on
+    # connect), so the "online" status, which waits for their SUBACKs, promises that a
+    # request published after it (a trigger, a deployment, a log request) is received.
     if args.greengrass:
         bus.connect()  # IPC subscriptions need the connection first
         agent.start()
+        observe.start()
     else:
-        agent.start()  # paho keeps the subscriptions and makes them on connect
+        agent.start()
         if deployer is not None:
             deployer.start()
+        observe.start()
         bus.start()
     log.info(
         "agent started: %d component(s), bus %s",
         len(components), "greengrass-ipc" if args.greengrass else bus.address.url,
         extra={"stream": "agent"},
     )
-    observe.start()
     received = signals.wait()
     log.info("received %s; stopping", received.name if received else "a stop")
     # Whatever was accepted is on disk, so a stop that hangs can end as a crash would:

@@ -255,9 +255,10 @@ class PahoBus:
         self._subs = Subscriptions()
         self._subacks_lock = threading.Lock()
         self._pending_subacks: set[int] = set()
-        # Set once the broker acknowledged every subscription made on (re)connect;
-        # connection handlers run at CONNACK already (a persistent session's queued
-        # messages arrive right after it), so "ready to receive" is this event.
+        # Set once the broker acknowledged every subscription made on (re)connect or
+        # since (cleared again by a later subscribe until its SUBACK); connection handlers
+        # run at CONNACK already (a persistent session's queued messages arrive right
+        # after it), so "ready to receive" is this event.
         self.subscribed = threading.Event()
         self._conn_handlers: list[ConnectionHandler] = []
         self._connected = threading.Event()
@@ -356,14 +357,21 @@ class PahoBus:
 
     # -- pub/sub -------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
-        self._subs.add(topic_filter, handler, qos)
-        if self._connected.is_set():
-            self._client.subscribe(topic_filter, options=_sub_options(qos))
+        # Under the lock ``_on_connect`` takes: a filter added while a connection comes up
+        # is either in its snapshot or subscribed here, never in neither.
+        with self._subacks_lock:
+            self._subs.add(topic_filter, handler, qos)
+            if self._connected.is_set():
+                mid = self._client.subscribe(topic_filter, options=_sub_options(qos))[1]
+                if mid is not None:
+                    self._pending_subacks.add(mid)
+                    self.subscribed.clear()
 
     def unsubscribe(self, topic_filter: str) -> None:
-        self._subs.remove(topic_filter)
-        if self._connected.is_set():
-            self._client.unsubscribe(topic_filter)
+        with self._subacks_lock:
+            self._subs.remove(topic_filter)
+            if self._connected.is_set():
+                self._client.unsubscribe(topic_filter)
 
     def publish(
         self,
@@ -411,12 +419,12 @@ class PahoBus:
                 return
             self._failure = None
             with self._subacks_lock:
+                self._connected.set()
                 subs = self._subs.filters()
                 pending = (client.subscribe(f, options=_sub_options(q))[1] for f, q in subs)
                 self._pending_subacks = {mid for mid in pending if mid is not None}
                 if not self._pending_subacks:
                     self.subscribed.set()
-            self._connected.set()
             log.info("connected to %s as %s", self.address.url, self.client_id)
             for handler in self._conn_handlers:
                 handler(True)

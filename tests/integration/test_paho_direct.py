@@ -134,6 +134,31 @@ def test_pubacks_complete_every_qos1_publish(mosquitto: MosquittoBroker) -> None
         bus.close()
 
 
+def test_a_subscription_made_while_connected_holds_subscribed_until_its_suback(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """``subscribed`` is what the agent's "online" status waits for, so a filter added
+    after the connection came up must count too: otherwise a request published on
+    seeing "online" can reach the broker before the subscription does."""
+    arrived = threading.Event()
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+    bus.connect()
+    sender = PahoBus(BrokerAddress.parse(mosquitto.url))
+    sender.connect()
+    try:
+        assert bus.subscribed.wait(10)
+        # Holding paho's callback lock keeps the network thread from handling the SUBACK.
+        with bus._client._in_callback_mutex:
+            bus.subscribe("late/#", lambda message: arrived.set(), qos=1)
+            assert not bus.subscribed.is_set()
+        assert bus.subscribed.wait(10)
+        sender.publish("late/x", b"1", qos=1, timeout=10)
+        assert arrived.wait(10)
+    finally:
+        sender.close()
+        bus.close()
+
+
 def test_publishes_queued_behind_a_full_in_flight_window_still_go_out(
     mosquitto: MosquittoBroker, probe: Probe
 ) -> None:
