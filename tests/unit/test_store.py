@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent.store import Delivery, IntakeRecord, OutboxEntry, Store
+from edge.agent.store import Delivery, IntakeRecord, OutboxEntry, Store, _reserve_wal
 
 WAIT = 5.0
 
@@ -511,6 +511,66 @@ def test_with_fsync_every_intake_commit_is_full_and_completions_are_not(db: Path
         assert seen == [2, 1, 2]  # FULL, NORMAL, FULL
     finally:
         store.close()
+
+
+
+def _wal_working_size(store: Store) -> int:
+    (pages,) = store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    (page_size,) = store._conn.execute("PRAGMA page_size").fetchone()
+    return 32 + (pages + pages // 8) * (page_size + 24)
+
+
+def test_with_fsync_the_log_is_grown_at_open_so_commits_overwrite_it(db: Path) -> None:
+    wal = Path(f"{db}-wal")
+    store = Store(db, fsync=True)
+    store.start()
+    try:
+        grown = wal.stat().st_size
+        assert grown >= _wal_working_size(store)
+        assert db.stat().st_size < 256 * 1024  # grown with the log's frames, not the db's
+        assert _reserve_wal(store._conn, db) == 0  # already there: nothing to do
+        assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL again
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        for n in range(300):  # past the point where a fresh log would have grown
+            (row,) = record(store, payload=b'{"n": %d}' % n)
+            complete(store, row.seq, [entry("s3", n)])
+        assert wal.stat().st_size == grown
+        assert store._conn.execute("SELECT COUNT(*) FROM meta WHERE key = 'wal_reserve'"
+                                   ).fetchone() == (0,)  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_without_fsync_the_log_is_left_to_grow_as_it_needs(db: Path) -> None:
+    store = Store(db, fsync=False)
+    try:
+        assert Path(f"{db}-wal").stat().st_size < 1024 * 1024
+    finally:
+        store.close()
+
+
+def test_growing_the_log_keeps_what_a_crash_left_in_it(db: Path, tmp_path: Path) -> None:
+    store = Store(db, fsync=False)  # leaves the log small
+    store.start()
+    first = record(store, payload=b"one")[0]
+    second = record(store, payload=b"two")[0]
+    complete(store, first.seq, [entry("s3", 1)])
+    # The files as a crash leaves them: committed rows still only in the log.
+    crashed = tmp_path / "crashed" / "agent.db"
+    crashed.parent.mkdir()
+    for suffix in ("", "-wal"):
+        Path(f"{crashed}{suffix}").write_bytes(Path(f"{db}{suffix}").read_bytes())
+    store.close()
+    assert Path(f"{crashed}-wal").stat().st_size > 0
+
+    reopened = Store(crashed, fsync=True)
+    reopened.start()
+    try:
+        assert Path(f"{crashed}-wal").stat().st_size >= _wal_working_size(reopened)
+        assert reopened.pending() == [second]
+        assert [r.result_id for r in reopened.outbox_batch("s3", 10)] == ["rid-1"]
+    finally:
+        reopened.close()
 
 
 
