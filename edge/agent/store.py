@@ -231,9 +231,13 @@ def _reserve_wal(conn: sqlite3.Connection, path: Path) -> int:
                          (str(commits),))  # fmt: skip
             commits += 1
         conn.execute("DELETE FROM meta WHERE key = 'wal_reserve'")
+        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+    except (sqlite3.Error, OSError) as exc:
+        # Only a speed-up: a full disk must not keep the agent from starting (the row
+        # left behind, if any, is overwritten by the next start's).
+        log.warning("write-ahead log not grown at start (%s); commits extend it instead", exc)
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
-    conn.execute("PRAGMA wal_checkpoint(RESTART)")
     return commits
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -545,6 +547,35 @@ def test_without_fsync_the_log_is_left_to_grow_as_it_needs(db: Path) -> None:
     store = Store(db, fsync=False)
     try:
         assert Path(f"{db}-wal").stat().st_size < 1024 * 1024
+    finally:
+        store.close()
+
+
+class _DiskFillsUp:
+    """A connection whose disk fills up after ``room`` inserts (the rest is SQLite's)."""
+
+    def __init__(self, conn: sqlite3.Connection, room: int) -> None:
+        self._conn = conn
+        self._room = room
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("INSERT"):
+            if self._room == 0:
+                raise sqlite3.OperationalError("database or disk is full")
+            self._room -= 1
+        return self._conn.execute(sql, *args)
+
+
+def test_a_full_disk_while_growing_the_log_is_not_an_error(db: Path) -> None:
+    store = Store(db, fsync=False)  # the log left small
+    conn = store._conn
+    try:
+        full = _DiskFillsUp(conn, room=10)
+        assert _reserve_wal(cast(sqlite3.Connection, full), db) == 10
+        # Checkpointing is back at SQLite's default, and the store still works.
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        store.start()
+        assert record(store, payload=b"after")[0].payload == b"after"
     finally:
         store.close()
 
