@@ -222,6 +222,7 @@ def _reserve_wal(conn: sqlite3.Connection, path: Path) -> int:
 
     if pages <= 0 or size() >= want:
         return 0
+    synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")  # or it would cycle at ``pages``
     commits = 0
@@ -238,6 +239,7 @@ def _reserve_wal(conn: sqlite3.Connection, path: Path) -> int:
         log.warning("write-ahead log not grown at start (%s); commits extend it instead", exc)
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
     return commits
 
 
@@ -284,7 +286,6 @@ class Store:
         _migrate(self._conn)
         if fsync:  # without fsyncs per commit, where they land costs nothing
             _reserve_wal(self._conn, path)
-            self._conn.execute("PRAGMA synchronous=FULL")
         self._reader = _connect(path, fsync=fsync)
         self._reader_lock = threading.Lock()
         self._ops: queue.SimpleQueue[_Intake | _Complete | None] = queue.SimpleQueue()

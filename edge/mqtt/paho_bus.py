@@ -206,17 +206,14 @@ class _DirectClient(mqtt.Client):
             return super()._packet_queue(command, packet, mid, qos, info)
         try:
             sent = self._send_now(command, packet, qos)
-            if sent < 0:  # paho's write (a QoS 0 PUBLISH, no socket, a socket error)
+            if sent < len(packet):  # what is not written yet goes through paho's queue
+                pos = max(sent, 0)
                 self._out_packet.append({
-                    "command": command, "mid": mid, "qos": qos, "pos": 0,
-                    "to_process": len(packet), "packet": packet, "info": info,
+                    "command": command, "mid": mid, "qos": qos, "pos": pos,
+                    "to_process": len(packet) - pos, "packet": packet, "info": info,
                 })  # fmt: skip
-                self.loop_write()
-            elif sent < len(packet):  # the rest when the socket takes it
-                self._out_packet.append({
-                    "command": command, "mid": mid, "qos": qos, "pos": sent,
-                    "to_process": len(packet) - sent, "packet": packet, "info": info,
-                })  # fmt: skip
+                if sent < 0:  # paho writes it (a QoS 0 PUBLISH, no socket, a socket error)
+                    self.loop_write()
         finally:
             self._write_lock.release()
         if self.want_write() and self._sockpairW is not None:

@@ -572,8 +572,9 @@ def test_a_full_disk_while_growing_the_log_is_not_an_error(db: Path) -> None:
     try:
         full = _DiskFillsUp(conn, room=10)
         assert _reserve_wal(cast(sqlite3.Connection, full), db) == 10
-        # Checkpointing is back at SQLite's default, and the store still works.
+        # Checkpointing and syncing are as they were, and the store still works.
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL (no fsync)
         store.start()
         assert record(store, payload=b"after")[0].payload == b"after"
     finally:
