@@ -5,7 +5,8 @@ the delivery guarantees rest on:
 
 1. a trigger message is recorded in the store (one row per matching component);
 2. only after that commit is it acknowledged to the broker and queued to its
-   component;
+   component (a lone message's function may start during the commit, and its
+   fsync may finish after it: ``Store.durable`` comes before anything leaves);
 3. the result is published on the output topics, then, in one transaction,
    the intake row is deleted and the result enters the outbox;
 4. the syncer drains the outbox into S3 and DynamoDB with idempotent writes.
@@ -280,9 +281,11 @@ class Agent:
             self._here.running = ()
             # The acknowledgement of a message run here goes out after its result: the
             # broker needs it no sooner, and the result no later. (No reconnect can
-            # come in between: that happens on this thread.)
-            for acked in here.acks:
-                self.bus.ack(acked)
+            # come in between: that happens on this thread.) And only once it is on
+            # disk: its commit may have left the fsync to ``durable`` (``Store.record``).
+            if here.acks and self._durable():
+                for acked in here.acks:
+                    self.bus.ack(acked)
 
     def _receiving(self) -> _Receiving | None:
         return getattr(self._here, "receiving", None)
@@ -291,8 +294,20 @@ class Agent:
         here = self._receiving()
         if here is not None:
             here.acks.append(message)
-        else:
+        elif self._durable():
             self.bus.ack(message)
+
+    def _durable(self) -> bool:
+        """The store's ``durable``: False (logged) if the sync failed. Then nothing may
+        leave for what it recorded: unacknowledged, the message comes back from the
+        broker (recognised as a redelivery if the record survived); unpublished,
+        the record stays pending and runs again at the next start."""
+        try:
+            self.store.durable()
+        except OSError as exc:
+            log.error("store sync failed: %s; holding results and acknowledgements", exc)
+            return False
+        return True
 
     def _start_early(self, rows: list[IntakeRecord]) -> None:
         """Intake's ``early``: a lone message is about to be committed on the receiving
@@ -347,6 +362,8 @@ class Agent:
     def _finished(self, runner: ComponentRunner, done: Finished) -> None:
         record = done.record
         entries: list[OutboxEntry] = []
+        if not self._durable():
+            return  # neither published nor completed (see ``_durable``)
         if record is not None:
             props = {
                 "request-id": record.request_id,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.agent.agent import Agent
+from edge.agent.store import _Writeback
 from edge.model.component import load_component
 from edge.model.device import load_device
 from edge.mqtt.bus import Bus, ConnectionHandler, Message, MessageHandler
@@ -219,6 +220,36 @@ def test_the_receiving_thread_runs_a_lone_message_itself(tmp_path: Path) -> None
         # function before their own commit.
         assert agent.store.handed_out_early == 2
         assert agent.store.inline_commits == 6  # each record and each completion
+    bus.close()
+
+
+def test_a_lone_message_is_on_disk_before_its_result_and_acknowledgement_leave(
+    tmp_path: Path,
+) -> None:
+    """Under ``--durability power`` the receiving thread's commit only starts its
+    fsync (``Store.durable`` finishes it): the result and the acknowledgement wait
+    for that, the function's run and its result's bookkeeping do not."""
+    bus = ReceivingBus()
+    with running_echo(tmp_path, bus) as (agent, handler):
+        bus.agent = agent
+
+        def start(fd: int) -> None:
+            bus.order.append("write-back")
+
+        def datasync(fd: int) -> None:
+            bus.order.append("sync")
+            os.fdatasync(fd)
+
+        agent.store._writeback = _Writeback(Path(f"{agent.store.path}-wal"), start, datasync)
+        for mid in (1, 2, 3):
+            quiet_and_idle(agent)
+            handler(Message(topic="in/echo/s", payload=b'{"n": %d}' % mid, qos=1, mid=mid))
+        # The first one wrote the sequence reservation, synced within its commit.
+        assert bus.order == [
+            "result 1", "ack 1",
+            "write-back", "sync", "result 2", "ack 2",
+            "write-back", "sync", "result 3", "ack 3",
+        ]  # fmt: skip
     bus.close()
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -11,7 +14,14 @@ from typing import Any, cast
 
 import pytest
 
-from edge.agent.store import Delivery, IntakeRecord, OutboxEntry, Store, _reserve_wal
+from edge.agent.store import (
+    Delivery,
+    IntakeRecord,
+    OutboxEntry,
+    Store,
+    _reserve_wal,
+    _sync_file_range,
+)
 
 WAIT = 5.0
 
@@ -747,3 +757,121 @@ def test_flush_without_a_writer_returns_at_once(db: Path) -> None:
         assert s.flush(timeout=0)
     finally:
         s.close()
+
+
+# -- the split sync: a lone record's commit starts its fsync, ``durable`` finishes it ----
+
+
+class Syncs:
+    """The two halves of the split sync (``Store``'s ``writeback`` and ``datasync``):
+    notes which file each was given and when; the second does the real fdatasync."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.started: list[str] = []
+        self.synced: list[str] = []
+        self.fail = fail  # this many syncs fail first
+
+    def start(self, fd: int) -> None:
+        self.started.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def datasync(self, fd: int) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        self.synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fdatasync(fd)
+
+
+def split_store(db: Path, syncs: Syncs, **options: Any) -> Store:
+    """A store whose clock says every record comes long after the last (a quiet
+    device: each lone record is committed on its caller's thread)."""
+    options.setdefault("fsync", True)
+    ticks = itertools.count(step=10.0)
+    store = Store(db, writeback=syncs.start, datasync=syncs.datasync,
+                  clock=lambda: next(ticks), **options)
+    store.start()
+    return store
+
+
+def test_a_lone_record_handed_out_early_is_synced_in_two_halves(db: Path) -> None:
+    syncs = Syncs()
+    store = split_store(db, syncs)
+    try:
+        record_early(store)  # it writes the sequence reservation: synced in its commit
+        assert syncs.started == []
+        early, done = record_early(store, b"2")
+        assert len(early.rows) == 1 and done.rows == early.rows
+        # Committed and handed back, its write to disk started and not waited for.
+        assert syncs.started == [f"{db}-wal"] and syncs.synced == []
+        store.durable()
+        assert syncs.synced == [f"{db}-wal"]
+        store.durable()  # nothing new since: no second sync
+        record_early(store, b"3")
+        record_early(store, b"4")
+        assert len(syncs.started) == 3 and len(syncs.synced) == 1
+        store.durable()  # one sync covers both
+        assert len(syncs.synced) == 2
+    finally:
+        store.close()
+    reopened = Store(db, fsync=False)
+    try:
+        assert [r.payload for r in reopened.pending()] == [b"{}", b"2", b"3", b"4"]
+    finally:
+        reopened.close()
+
+
+def test_records_the_writer_commits_are_synced_in_their_commit(db: Path) -> None:
+    """Only the lone record whose caller started its function early (and so calls
+    ``durable`` before anything leaves) has its sync split; the writer's group
+    commits and commits without fsync keep theirs whole."""
+    for options in ({"inline_commits": False}, {"fsync": False}):
+        syncs = Syncs()
+        store = split_store(db, syncs, **options)
+        try:
+            for payload in (b"1", b"2", b"3"):
+                record_early(store, payload)
+            store.durable()
+            assert syncs.started == [] and syncs.synced == [], options
+        finally:
+            store.close()
+        for path in db.parent.iterdir():
+            path.unlink()
+
+
+def test_a_failed_sync_is_raised_by_durable_and_tried_again(db: Path) -> None:
+    syncs = Syncs(fail=1)
+    store = split_store(db, syncs)
+    try:
+        record_early(store)
+        record_early(store, b"2")
+        with pytest.raises(OSError, match="Input/output error"):
+            store.durable()
+        store.durable()  # not taken as done: tried again
+        assert syncs.synced == [f"{db}-wal"]
+    finally:
+        store.close()
+
+
+def test_the_platform_starts_a_write_back_of_the_log(db: Path) -> None:
+    start = _sync_file_range()
+    assert start is not None  # Linux: the agent's platform
+    store = Store(db, fsync=True)  # the default: this ``start`` and os.fdatasync
+    store.start()
+    try:
+        record_early(store)
+        early, _ = record_early(store, b"2")
+        assert len(early.rows) == 1
+        fd = os.open(f"{db}-wal", os.O_RDWR)
+        try:
+            start(fd)  # what the commit did: it raises on failure
+        finally:
+            os.close(fd)
+        store.durable()
+    finally:
+        store.close()
+    reopened = Store(db, fsync=False)
+    try:
+        assert [r.payload for r in reopened.pending()] == [b"{}", b"2"]
+    finally:
+        reopened.close()
+
