@@ -387,11 +387,13 @@ class Store:
             _reserve_wal(self._conn, path)
         self._reader = _connect(path, fsync=fsync)
         # A lone message's commit on the receiving thread syncs in two halves
-        # (``_Writeback``); True: with the platform's sync_file_range, where there is one.
-        start = _sync_file_range() if writeback is True else writeback or None
-        self._writeback = (
-            _Writeback(Path(f"{path}-wal"), start, datasync) if fsync and start else None
-        )
+        # (``_Writeback``); True: with the platform's sync_file_range, where there is one
+        # (not looked up without fsyncs: it loads ctypes).
+        self._writeback: _Writeback | None = None
+        if fsync and writeback:
+            start = _sync_file_range() if writeback is True else writeback
+            if start is not None:
+                self._writeback = _Writeback(Path(f"{path}-wal"), start, datasync)
         self._reader_lock = threading.Lock()
         self._ops: queue.SimpleQueue[_Intake | _Complete | None] = queue.SimpleQueue()
         # Held by whichever thread commits: the writer, or a caller of ``record``
@@ -593,7 +595,11 @@ class Store:
         # on the caller's thread, and save two thread hand-offs (to the writer, and back
         # to the network thread for the acknowledgement).
         before = partial(self._hand_out, rows, early) if op.early and early is not None else None
-        if not (inline and self._commit_here(op, before)):
+        # Its caller waits for ``durable`` before anything leaves (see above), so such a
+        # commit may leave its fsync to that. Not one that writes a sequence reservation:
+        # numbers are handed out early on the strength of it once its commit returns.
+        defer = before is not None and not reserve and self._writeback is not None
+        if not (inline and self._commit_here(op, before, defer=defer)):
             self._put(op)
 
     def _hand_out(
@@ -606,12 +612,16 @@ class Store:
             log.exception("handing out intake rows %s failed", [r.seq for r in rows])
 
     def _commit_here(
-        self, op: _Intake | _Complete, before: Callable[[], None] | None = None
+        self,
+        op: _Intake | _Complete,
+        before: Callable[[], None] | None = None,
+        *,
+        defer: bool = False,
     ) -> bool:
         """Commit ``op`` on the caller's thread if no other commit is under way (False:
         nothing done, queue it). ``before`` runs first, under the commit lock: a
         completion of the rows it hands out (committed by the writer, which needs
-        this lock) cannot overtake their own commit."""
+        this lock) cannot overtake their own commit. ``defer``: see ``_commit``."""
         if not self._commit_lock.acquire(blocking=False):
             return False
         try:
@@ -620,16 +630,6 @@ class Store:
             self.inline_commits += 1
             if before is not None:
                 before()
-            # Only a lone message whose caller started its function early: that caller
-            # waits for ``durable`` before anything leaves (``record``). Not one that
-            # writes a sequence reservation: numbers are handed out early on the
-            # strength of it once its commit returns.
-            defer = (
-                self._writeback is not None
-                and isinstance(op, _Intake)
-                and op.early
-                and not op.reserve
-            )
             self._commit([op], defer=defer)
             return True
         finally:

@@ -7,6 +7,8 @@ import errno
 import itertools
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -874,4 +876,24 @@ def test_the_platform_starts_a_write_back_of_the_log(db: Path) -> None:
         assert [r.payload for r in reopened.pending()] == [b"{}", b"2"]
     finally:
         reopened.close()
+
+
+def test_only_a_store_with_fsyncs_loads_ctypes_for_the_write_back(tmp_path: Path) -> None:
+    """``--durability process`` has no fsync to split: it does not pay ctypes's memory."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from edge.agent.store import Store\n"
+        "Store(Path(sys.argv[1]), fsync=sys.argv[2] == 'power').close()\n"
+        "print('ctypes' in sys.modules)\n"
+    )
+    loaded = {}
+    for durability in ("process", "power"):
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / durability / "agent.db"), durability],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        loaded[durability] = proc.stdout.strip()
+    assert loaded == {"process": "False", "power": "True"}
 
