@@ -6,7 +6,8 @@ the delivery guarantees rest on:
 1. a trigger message is recorded in the store (one row per matching component);
 2. only after that commit is it acknowledged to the broker and queued to its
    component (a lone message's function may start during the commit, and its
-   fsync may finish after it: ``Store.durable`` comes before anything leaves);
+   fsync may finish after it: ``Store.durable`` comes before the acknowledgement,
+   and before a result that the sinks will keep is published, see ``_finished``);
 3. the result is published on the output topics, then, in one transaction,
    the intake row is deleted and the result enters the outbox;
 4. the syncer drains the outbox into S3 and DynamoDB with idempotent writes.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import select
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -91,6 +91,7 @@ class Agent:
         # Records committed on the bus's receiving thread, kept there to be run by that
         # thread itself once intake has let go of its locks (``_on_trigger``).
         self._interrupts = bus.interrupts if isinstance(bus, Interruptible) else None
+        self._work_waits = bus.work_waits if isinstance(bus, Interruptible) else None
         self._here = threading.local()
         self.intake = Intake(
             self.store, bus, self._dispatch, room=self._room_for,
@@ -361,9 +362,17 @@ class Agent:
     # -- results -----------------------------------------------------------------------
     def _finished(self, runner: ComponentRunner, done: Finished) -> None:
         record = done.record
-        entries: list[OutboxEntry] = []
-        if not self._durable():
+        result = record is not None and record.kind == "result"
+        sinks = self._sink_names.get(done.intake.component, ()) if result else ()
+        # A result bound for the sinks leaves once its trigger is on disk: what a
+        # subscriber saw then also reaches the sinks, however the power goes. One that
+        # nothing on the device keeps (no sinks; an error record) leaves at once and
+        # the disk is waited for after it, while it travels: only the acknowledgement
+        # must wait (``_on_trigger``). A power cut in between loses nothing the device
+        # had accepted: the broker still holds the unacknowledged message.
+        if sinks and not self._durable():
             return  # neither published nor completed (see ``_durable``)
+        entries: list[OutboxEntry] = []
         if record is not None:
             props = {
                 "request-id": record.request_id,
@@ -371,10 +380,9 @@ class Agent:
                 "seq": str(record.seq),
                 "thing": self.thing,
             }
-            if record.kind == "result":
+            if result:
                 for topic in runner.output_topics:
                     self._publish(topic, record.body, props)
-                sinks = self._sink_names.get(record.component, ())
                 if sinks:
                     line = record.to_json()
                     entries = [
@@ -390,11 +398,15 @@ class Agent:
                     extra={"component": record.component, "request_id": record.request_id,
                            "topic": record.topic},
                 )
+        if not sinks and not self._durable():
+            return  # published, not completed: it runs again at the next start
         # Committed on this thread if the store's writer is idle (``Store.complete``),
-        # except on the receiving thread (one that ran a lone message itself) while
-        # more input waits for it: reading that comes first.
-        fds: tuple[int, ...] = getattr(self._here, "running", ())
-        here = not select.select(fds, (), (), 0)[0] if fds else True
+        # except on the receiving thread (one that ran a lone message itself) while a
+        # message waits for it: reading that comes first. Not for the PUBACK of the
+        # result just published, which is there by now: for it, waking the writer
+        # would cost more than the commit, and the next message would find it busy.
+        on_receiving = bool(getattr(self._here, "running", ()))
+        here = not (on_receiving and self._work_waits is not None and self._work_waits())
         self.store.complete(done.intake.seq, entries, here=here)
 
     def _publish(self, topic: str, payload: bytes, props: Mapping[str, str]) -> None:

@@ -549,9 +549,11 @@ class Store:
         function produced must be dropped (the message is not acknowledged: the
         broker delivers it again, as a new record). And under ``--durability
         power`` such a commit may return before it is on disk (its fsync only
-        started, see ``_Writeback``): the caller calls ``durable`` first. Skipped for a message that
-        may be a redelivery (whose commit may record nothing) and while no
-        sequence reservation covers the new numbers (``SEQ_BLOCK``).
+        started, see ``_Writeback``): the caller calls ``durable`` before whatever
+        relies on the rows being on disk leaves (their acknowledgement, at least).
+        Skipped for a message that may be a redelivery (whose commit may record
+        nothing) and while no sequence reservation covers the new numbers
+        (``SEQ_BLOCK``).
 
         The redelivery rule: ``done`` gets an empty list, and nothing is recorded,
         only when (1) the broker marked the message DUP, (2) one of the last
@@ -595,8 +597,8 @@ class Store:
         # on the caller's thread, and save two thread hand-offs (to the writer, and back
         # to the network thread for the acknowledgement).
         before = partial(self._hand_out, rows, early) if op.early and early is not None else None
-        # Its caller waits for ``durable`` before anything leaves (see above), so such a
-        # commit may leave its fsync to that. Not one that writes a sequence reservation:
+        # Its caller waits for ``durable`` before the acknowledgement (see above), so
+        # such a commit may leave its fsync to that. Not one that writes a sequence reservation:
         # numbers are handed out early on the strength of it once its commit returns.
         defer = before is not None and not reserve and self._writeback is not None
         if not (inline and self._commit_here(op, before, defer=defer)):

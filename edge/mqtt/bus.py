@@ -121,6 +121,8 @@ class Interruptible(Protocol):
 
     def interrupts(self) -> tuple[int, ...] | None: ...
 
+    def work_waits(self) -> bool: ...
+
 
 @runtime_checkable
 class AckBatching(Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import struct
@@ -57,6 +58,25 @@ _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 # Packets a thread may write itself: results and acknowledgements, the per-message
 # traffic. Connection, subscription and keepalive packets keep paho's own path.
 _DIRECT_COMMANDS = frozenset({mqtt.PUBLISH, mqtt.PUBACK})
+# ``work_waits`` looks at most this far into the socket's input.
+_PEEK = 64
+
+
+def _only_pubacks(head: bytes) -> bool:
+    """Whether ``head`` (the start of unread input) holds nothing but PUBACKs, the
+    last maybe cut short; False for anything else, and for input that may go on
+    past it. (Mosquitto adds a reason code to the PUBACK of a publish nobody is
+    subscribed to: ``0x10``, no matching subscribers.)"""
+    if not head or len(head) >= _PEEK:
+        return False
+    pos = 0
+    while pos < len(head):
+        if head[pos] != 0x40:
+            return False
+        if pos + 1 < len(head) and head[pos + 1] & 0x80:
+            return False  # a remaining length this long is no plain PUBACK
+        pos += 2 + (head[pos + 1] if pos + 1 < len(head) else 0)
+    return True
 
 
 class _DirectClient(mqtt.Client):
@@ -330,6 +350,33 @@ class PahoBus:
         if sock is None or pair is None:
             return None
         return (sock.fileno(), pair.fileno())
+
+    def work_waits(self) -> bool:
+        """Called from a message handler on the network thread: whether a packet that
+        needs more than a moment waits for that thread (a message, or packets other
+        threads queued), for a handler deciding to leave some of its own work to
+        another thread. The broker's PUBACK of a result just published arrives
+        within microseconds and takes microseconds to handle: PUBACKs do not count.
+        True wherever that cannot be told (TLS, another thread, a short read)."""
+        client = self._client
+        sock, pair = client.socket(), client._sockpairR
+        if (
+            client._thread is not threading.current_thread()
+            or self.address.tls
+            or not isinstance(sock, socket.socket)
+            or pair is None
+        ):
+            return True
+        ready = select.select((sock, pair), (), (), 0)[0]
+        if not ready:
+            return False
+        if pair in ready:
+            return True
+        try:
+            head = sock.recv(_PEEK, socket.MSG_PEEK)
+        except OSError:
+            return True
+        return not _only_pubacks(head)
 
     def wait_connected(self, timeout: float | None) -> bool:
         return self._connected.wait(timeout)

@@ -1,20 +1,22 @@
 """Publishes from a thread other than paho's network thread are written at once (plain
 TCP), in order, and paho's own path is kept over TLS; so are the publishes and
 acknowledgements a message handler sends on the network thread, which then sees its
-wake-up fds quiet (``PahoBus.interrupts``)."""
+wake-up fds quiet (``PahoBus.interrupts``), and tells a message waiting behind them
+from the PUBACK of its own publish (``PahoBus.work_waits``)."""
 
 from __future__ import annotations
 
 import select
 import socket
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from edge.mqtt.bus import Message
-from edge.mqtt.paho_bus import BrokerAddress, PahoBus, _DirectClient
+from edge.mqtt.paho_bus import BrokerAddress, PahoBus, _DirectClient, _only_pubacks
 from tests.harness.agent import Probe
 from tests.harness.mosquitto import MosquittoBroker
 
@@ -119,6 +121,61 @@ def test_a_handler_on_the_network_thread_writes_at_once_and_sees_quiet_fds(
         assert [m.payload for m in probe.wait_count("reply/x", 1)] == [b"hello"]
     finally:
         bus.close()
+
+
+def test_a_handler_tells_a_waiting_message_from_the_puback_of_its_own_publish(
+    mosquitto: MosquittoBroker, probe: Probe
+) -> None:
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url), manual_ack=True)
+    seen: dict[str, bool] = {}
+    puback_seen, second_sent, done = threading.Event(), threading.Event(), threading.Event()
+
+    def handler(message: Message) -> None:
+        bus.ack(message)
+        if message.payload != b"one":
+            return
+        seen["before"] = bus.work_waits()
+        bus.publish("reply/x", b"r", qos=1)
+        sock = bus._client.socket()
+        assert isinstance(sock, socket.socket)
+        seen["puback in"] = bool(select.select([sock], [], [], 10)[0])
+        seen["puback"] = bus.work_waits()
+        puback_seen.set()
+        assert second_sent.wait(10)
+        # The next message lands behind the unread PUBACK, the socket readable all
+        # along: nothing to wait on but the bytes themselves.
+        deadline = time.monotonic() + 10
+        while not bus.work_waits() and time.monotonic() < deadline:
+            threading.Event().wait(0.005)
+        seen["message"] = bus.work_waits()
+        done.set()
+
+    bus.subscribe("ask/#", handler, qos=1)
+    bus.connect()
+    try:
+        assert bus.subscribed.wait(10)
+        assert bus.work_waits()  # not on the network thread: cannot tell, so "yes"
+        probe.publish("ask/x", b"one")
+        assert puback_seen.wait(10)
+        probe.publish("ask/x", b"two")
+        second_sent.set()
+        assert done.wait(15)
+        assert seen == {"before": False, "puback in": True, "puback": False, "message": True}
+    finally:
+        bus.close()
+
+
+def test_pubacks_are_told_apart_from_other_input() -> None:
+    puback = b"\x40\x02\x00\x07"
+    unrouted = b"\x40\x03\x00\x08\x10"  # reason code: no matching subscribers
+    assert _only_pubacks(puback)
+    assert _only_pubacks(puback + unrouted + puback)
+    assert _only_pubacks(puback * 3 + puback[:1])  # the next one still arriving
+    assert _only_pubacks(puback + unrouted[:3])
+    assert not _only_pubacks(b"")
+    assert not _only_pubacks(puback + b"\x30\x0c")  # a PUBLISH behind it
+    assert not _only_pubacks(b"\x40\x80\x01")  # a remaining length past one byte
+    assert not _only_pubacks(puback * 16)  # it may go on past what was looked at
 
 
 def test_pubacks_complete_every_qos1_publish(mosquitto: MosquittoBroker) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from edge.agent.store import _Writeback
 from edge.model.component import load_component
 from edge.model.device import load_device
 from edge.mqtt.bus import Bus, ConnectionHandler, Message, MessageHandler
+from edge.sync.records import ResultRecord
+from edge.sync.sinks import Sink
 from tests.harness.agent import write_component, write_device
 
 
@@ -59,16 +62,30 @@ class FakeBus(Bus):
     def close(self) -> None: ...
 
 
-def _agent(tmp_path: Path, bus: FakeBus) -> Agent:
+class KeptSink:
+    """A sink that keeps what it is given (the agent's outbox drains into it)."""
+
+    name = "kept"
+
+    def __init__(self) -> None:
+        self.records: list[ResultRecord] = []
+
+    def write(self, records: Sequence[ResultRecord]) -> None:
+        self.records.extend(records)
+
+
+def _agent(tmp_path: Path, bus: FakeBus, sinks: Mapping[str, Sink] | None = None) -> Agent:
     device = load_device(write_device(tmp_path / "dev1.yaml", "mqtt://127.0.0.1:9"))
-    return Agent(device, [], bus=bus, data_dir=tmp_path / "data", sink_factory=lambda m: {},
-                 heartbeat=3600)
+    return Agent(device, [], bus=bus, data_dir=tmp_path / "data",
+                 sink_factory=lambda m: dict(sinks or {}), heartbeat=3600)
 
 
 @contextlib.contextmanager
-def running_echo(tmp_path: Path, bus: FakeBus) -> Iterator[tuple[Agent, Any]]:
+def running_echo(
+    tmp_path: Path, bus: FakeBus, sinks: Mapping[str, Sink] | None = None
+) -> Iterator[tuple[Agent, Any]]:
     """A started agent running the echo component, and the bus handler of its trigger."""
-    agent = _agent(tmp_path, bus)
+    agent = _agent(tmp_path, bus, sinks)
     agent.start()
     try:
         agent.add_component(load_component(write_component(tmp_path, "echo", ECHO)))
@@ -163,9 +180,13 @@ class ReceivingBus(FakeBus):
         self.publishers: list[str] = []
         self.committed_when_published: list[bool] = []
         self.order: list[str] = []
+        self.message_waits = False  # what work_waits says beyond the quiet fd
 
     def interrupts(self) -> tuple[int, ...] | None:
         return (self._r,)
+
+    def work_waits(self) -> bool:
+        return self.message_waits or bool(select.select([self._r], [], [], 0)[0])
 
     def ack(self, message: Message) -> None:
         self.order.append(f"ack {message.mid}")
@@ -223,14 +244,11 @@ def test_the_receiving_thread_runs_a_lone_message_itself(tmp_path: Path) -> None
     bus.close()
 
 
-def test_a_lone_message_is_on_disk_before_its_result_and_acknowledgement_leave(
-    tmp_path: Path,
-) -> None:
-    """Under ``--durability power`` the receiving thread's commit only starts its
-    fsync (``Store.durable`` finishes it): the result and the acknowledgement wait
-    for that, the function's run and its result's bookkeeping do not."""
+def _split_sync_order(tmp_path: Path, sinks: Mapping[str, Sink] | None = None) -> list[str]:
+    """Three lone messages under ``--durability power``, whose commits on the receiving
+    thread only start their fsync (``Store.durable`` finishes it): what left when."""
     bus = ReceivingBus()
-    with running_echo(tmp_path, bus) as (agent, handler):
+    with running_echo(tmp_path, bus, sinks) as (agent, handler):
         bus.agent = agent
 
         def start(fd: int) -> None:
@@ -244,13 +262,50 @@ def test_a_lone_message_is_on_disk_before_its_result_and_acknowledgement_leave(
         for mid in (1, 2, 3):
             quiet_and_idle(agent)
             handler(Message(topic="in/echo/s", payload=b'{"n": %d}' % mid, qos=1, mid=mid))
-        # The first one wrote the sequence reservation, synced within its commit.
-        assert bus.order == [
-            "result 1", "ack 1",
-            "write-back", "sync", "result 2", "ack 2",
-            "write-back", "sync", "result 3", "ack 3",
-        ]  # fmt: skip
+        assert not any(r.component == "echo" for r in agent.store.pending())
     bus.close()
+    return bus.order
+
+
+def test_a_completion_waits_for_the_writer_while_a_message_waits_for_the_receiver(
+    tmp_path: Path,
+) -> None:
+    """The receiving thread ran a lone message itself; with another one waiting for
+    it (``Bus.work_waits``) it hands the completion's commit to the store's writer."""
+    bus = ReceivingBus()
+    committers: list[str] = []
+    with running_echo(tmp_path, bus) as (agent, handler):
+        agent.store.on_space(lambda: committers.append(threading.current_thread().name))
+        for mid, waits in ((1, False), (2, True)):
+            quiet_and_idle(agent)
+            bus.message_waits = waits
+            handler(Message(topic="in/echo/s", payload=b'{"n": %d}' % mid, qos=1, mid=mid))
+            assert agent.store.flush(10)
+        assert bus.acked == [1, 2]
+    bus.close()
+    assert committers == [threading.current_thread().name, "store-writer"]
+
+
+def test_a_lone_message_is_on_disk_before_it_is_acknowledged(tmp_path: Path) -> None:
+    """Its result (kept nowhere on the device: no sinks) leaves before the disk is
+    waited for, and travels meanwhile; the acknowledgement waits for it."""
+    # The first one wrote the sequence reservation, synced within its commit.
+    assert _split_sync_order(tmp_path) == [
+        "result 1", "ack 1",
+        "write-back", "result 2", "sync", "ack 2",
+        "write-back", "result 3", "sync", "ack 3",
+    ]  # fmt: skip
+
+
+def test_a_lone_message_bound_for_sinks_is_on_disk_before_its_result_leaves(
+    tmp_path: Path,
+) -> None:
+    """What a subscriber sees also reaches the sinks, whenever the power goes."""
+    assert _split_sync_order(tmp_path, {"kept": KeptSink()}) == [
+        "result 1", "ack 1",
+        "write-back", "sync", "result 2", "ack 2",
+        "write-back", "sync", "result 3", "ack 3",
+    ]  # fmt: skip
 
 
 def test_a_result_whose_record_was_not_committed_is_dropped(tmp_path: Path) -> None:
