@@ -74,8 +74,14 @@ class Agent:
         heartbeat: float = 30.0,
         sync_retry_max: float = 30.0,
         runtime: RuntimeOptions | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.device = device
+        # Called once, from whichever thread found it, when the agent cannot go on
+        # keeping its promises (the store's sync failed): ``edge-agent`` stops and
+        # exits non-zero, for its supervisor to start it again.
+        self._on_fatal = on_fatal
+        self.fatal: str | None = None
         self.thing = device.thing_name
         self.bus = bus
         self.data_dir = data_dir
@@ -299,16 +305,31 @@ class Agent:
             self.bus.ack(message)
 
     def _durable(self) -> bool:
-        """The store's ``durable``: False (logged) if the sync failed. Then nothing may
-        leave for what it recorded: unacknowledged, the message comes back from the
-        broker (recognised as a redelivery if the record survived); unpublished,
-        the record stays pending and runs again at the next start."""
+        """The store's ``durable``: False if the sync failed. Then nothing may leave for
+        what it recorded: unacknowledged, the message comes back from the broker
+        (recognised as a redelivery if the record survived); uncompleted, the record
+        stays pending and runs again at the next start. A failed sync fails for
+        good (``Store.durable``), so the agent stops (``on_fatal``): started
+        again, it finds in its store what did reach the disk."""
         try:
             self.store.durable()
         except OSError as exc:
-            log.error("store sync failed: %s; holding results and acknowledgements", exc)
+            self._fail(f"store sync failed: {exc}; holding results and acknowledgements")
             return False
         return True
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            first = self.fatal is None
+            if first:
+                self.fatal = reason
+        if not first:
+            return
+        # Nothing new is taken meanwhile: unacknowledged, it comes back after the restart.
+        self._accepting.clear()
+        log.error("%s; stopping", reason)
+        if self._on_fatal is not None:
+            self._on_fatal(reason)
 
     def _start_early(self, rows: list[IntakeRecord]) -> None:
         """Intake's ``early``: a lone message is about to be committed on the receiving
@@ -435,6 +456,8 @@ class Agent:
             "timestamp": time.time(),
             "components": components,
         }
+        if self.fatal is not None:
+            doc["fatal"] = self.fatal
         for key, build in self.status_extras.items():
             doc[key] = build()
         if state == "online":

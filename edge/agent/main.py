@@ -217,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
             log_total_bytes=args.function_log_total,
             ggv1_port=args.ggv1_port,
         ),
+        # The main thread waits on the stop signals; a fatal error is one more.
+        on_fatal=lambda reason: os.kill(os.getpid(), signal.SIGTERM),
     )
     from edge.agent.observe import Observability
 
@@ -264,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
     agent.stop()
     bus.close()
     faulthandler.cancel_dump_traceback_later()
+    if agent.fatal is not None:
+        log.error("agent stopped after: %s; exit 1, for the supervisor to restart it",
+                  agent.fatal)
+        return 1
     log.info("agent stopped")
     return 0
 

@@ -298,6 +298,7 @@ class _Writeback:
         self._fd = -1
         self._begun = 0  # commits whose write was started (a generation)
         self._synced = 0  # the newest of those a finished sync covered
+        self.failed: OSError | None = None  # the first sync that failed, for good
 
     def begin(self) -> None:
         """After a commit with ``synchronous=NORMAL``: start writing its frames out.
@@ -319,18 +320,30 @@ class _Writeback:
 
     @property
     def pending(self) -> bool:
-        return self._synced < self._begun
+        return self._synced < self._begun or self.failed is not None
 
     def wait(self) -> None:
-        """Return once every commit ``begin`` saw is on disk (OSError: it may not be)."""
+        """Return once every commit ``begin`` saw is on disk (OSError: it may not be).
+
+        A failed sync fails every later ``wait`` too, without trying again: Linux
+        reports a write-back error once, marks the pages it could not write clean,
+        and a second fdatasync then succeeds with those pages never written."""
         wanted = self._begun
-        if self._synced >= wanted:
+        if self._synced >= wanted and self.failed is None:
             return
         with self._lock:
+            if self.failed is not None:
+                failed = self.failed
+                raise OSError(failed.errno, f"an earlier sync of {self._wal} failed: "
+                                            f"{failed.strerror}")
             if self._synced >= wanted:
                 return  # another thread's sync covered it
             wanted = self._begun
-            self._datasync(self._file())
+            try:
+                self._datasync(self._file())
+            except OSError as exc:
+                self.failed = exc
+                raise
             self._synced = wanted
 
     def close(self) -> None:
@@ -672,14 +685,21 @@ class Store:
         """Return once every commit so far is on disk, as far as this store promises
         (``--durability power``). A lone message committed on the receiving thread
         may not be until this is called (``record``); the caller calls it before
-        that message's acknowledgement or result leaves. Cheap when nothing waits.
-        OSError: the sync failed, and nothing that depends on it may leave."""
+        that message's acknowledgement leaves. Cheap when nothing waits.
+        OSError: the sync failed, and nothing that depends on it may leave; once
+        one failed, every later call fails too (``sync_error``)."""
         if self._writeback is not None and self._writeback.pending:
             began = self._clock()
             self._writeback.wait()
             # Part of what the commit cost (``record``'s rule for committing inline
             # weighs it): the moving average took the commit without its sync.
             self._commit_cost += 0.2 * (self._clock() - began)
+
+    @property
+    def sync_error(self) -> str | None:
+        """Why the split sync failed for good (``durable``), or None."""
+        failed = self._writeback.failed if self._writeback is not None else None
+        return None if failed is None else f"{failed.strerror or failed} (errno {failed.errno})"
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before this call is committed (False: not within
@@ -1055,6 +1075,7 @@ class Store:
             "when_full": self.when_full,
             "full": self.full(),
             "duplicates": self.duplicates,
+            "sync_error": self.sync_error,
         }
 
     def next_seq(self) -> int:

@@ -10,9 +10,11 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from edge.agent.agent import Agent
 from edge.agent.store import _Writeback
@@ -74,18 +76,26 @@ class KeptSink:
         self.records.extend(records)
 
 
-def _agent(tmp_path: Path, bus: FakeBus, sinks: Mapping[str, Sink] | None = None) -> Agent:
+def _agent(
+    tmp_path: Path,
+    bus: FakeBus,
+    sinks: Mapping[str, Sink] | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> Agent:
     device = load_device(write_device(tmp_path / "dev1.yaml", "mqtt://127.0.0.1:9"))
     return Agent(device, [], bus=bus, data_dir=tmp_path / "data",
-                 sink_factory=lambda m: dict(sinks or {}), heartbeat=3600)
+                 sink_factory=lambda m: dict(sinks or {}), heartbeat=3600, on_fatal=on_fatal)
 
 
 @contextlib.contextmanager
 def running_echo(
-    tmp_path: Path, bus: FakeBus, sinks: Mapping[str, Sink] | None = None
+    tmp_path: Path,
+    bus: FakeBus,
+    sinks: Mapping[str, Sink] | None = None,
+    on_fatal: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[Agent, Any]]:
     """A started agent running the echo component, and the bus handler of its trigger."""
-    agent = _agent(tmp_path, bus, sinks)
+    agent = _agent(tmp_path, bus, sinks, on_fatal)
     agent.start()
     try:
         agent.add_component(load_component(write_component(tmp_path, "echo", ECHO)))
@@ -306,6 +316,44 @@ def test_a_lone_message_bound_for_sinks_is_on_disk_before_its_result_leaves(
         "write-back", "sync", "result 2", "ack 2",
         "write-back", "sync", "result 3", "ack 3",
     ]  # fmt: skip
+
+
+def test_a_failed_sync_holds_every_acknowledgement_and_stops_the_agent(
+    tmp_path: Path,
+) -> None:
+    """The sync that makes a lone message's record durable fails (EIO): nothing is
+    acknowledged or completed for it, nor for any message after it (the sync is not
+    tried again, see ``Store.durable``), and the agent asks to be stopped, once."""
+    import errno
+
+    bus = ReceivingBus()
+    fatal: list[str] = []
+    with running_echo(tmp_path, bus, on_fatal=fatal.append) as (agent, handler):
+        bus.agent = agent
+
+        def start(fd: int) -> None:
+            bus.order.append("write-back")
+
+        def datasync(fd: int) -> None:
+            bus.order.append("sync")
+            raise OSError(errno.EIO, "Input/output error")
+
+        agent.store._writeback = _Writeback(Path(f"{agent.store.path}-wal"), start, datasync)
+        for mid in (1, 2, 3):
+            if mid < 3:  # (the second stays pending)
+                quiet_and_idle(agent)
+            handler(Message(topic="in/echo/s", payload=b'{"n": %d}' % mid, qos=1, mid=mid))
+        # The first one's reservation was synced in its commit; the second's sync
+        # failed (its result, which no sink keeps, had left); the third was not taken.
+        assert bus.acked == [1]
+        assert bus.order == ["result 1", "ack 1", "write-back", "result 2", "sync"]
+        assert [r.payload for r in agent.store.pending()] == [b'{"n": 2}']
+        assert agent.fatal is not None and "Input/output error" in agent.fatal
+        assert fatal == [agent.fatal]
+        assert agent.status_doc("offline")["fatal"] == agent.fatal  # what it stops on
+        with pytest.raises(OSError, match="an earlier sync"):
+            agent.store.durable()  # and it stays failed: no second sync
+    bus.close()
 
 
 def test_a_result_whose_record_was_not_committed_is_dropped(tmp_path: Path) -> None:

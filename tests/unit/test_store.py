@@ -840,16 +840,22 @@ def test_records_the_writer_commits_are_synced_in_their_commit(db: Path) -> None
             path.unlink()
 
 
-def test_a_failed_sync_is_raised_by_durable_and_tried_again(db: Path) -> None:
+def test_a_failed_sync_fails_every_durable_after_it(db: Path) -> None:
+    """Linux reports a write-back error once and marks the pages it could not write
+    clean: a second fdatasync would succeed with them never written. So the store
+    does not try again, and says so in its intake report."""
     syncs = Syncs(fail=1)
     store = split_store(db, syncs)
     try:
+        assert store.sync_error is None
         record_early(store)
         record_early(store, b"2")
         with pytest.raises(OSError, match="Input/output error"):
             store.durable()
-        store.durable()  # not taken as done: tried again
-        assert syncs.synced == [f"{db}-wal"]
+        with pytest.raises(OSError, match="an earlier sync of .* failed: Input/output error"):
+            store.durable()  # the next sync would succeed: it is not tried
+        assert syncs.synced == []
+        assert store.intake_stats()["sync_error"] == "Input/output error (errno 5)"
     finally:
         store.close()
 
