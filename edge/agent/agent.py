@@ -82,6 +82,7 @@ class Agent:
         # exits non-zero, for its supervisor to start it again.
         self._on_fatal = on_fatal
         self.fatal: str | None = None
+        self._fatal_lock = threading.Lock()  # not ``_lock``: a stop may hold that
         self.thing = device.thing_name
         self.bus = bus
         self.data_dir = data_dir
@@ -319,7 +320,7 @@ class Agent:
         return True
 
     def _fail(self, reason: str) -> None:
-        with self._lock:
+        with self._fatal_lock:
             first = self.fatal is None
             if first:
                 self.fatal = reason

@@ -611,8 +611,9 @@ class Store:
         # to the network thread for the acknowledgement).
         before = partial(self._hand_out, rows, early) if op.early and early is not None else None
         # Its caller waits for ``durable`` before the acknowledgement (see above), so
-        # such a commit may leave its fsync to that. Not one that writes a sequence reservation:
-        # numbers are handed out early on the strength of it once its commit returns.
+        # such a commit may leave its fsync to that. Not one that writes a sequence
+        # reservation: numbers are handed out early on the strength of it once its
+        # commit returns.
         defer = before is not None and not reserve and self._writeback is not None
         if not (inline and self._commit_here(op, before, defer=defer)):
             self._put(op)
