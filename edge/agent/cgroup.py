@@ -18,10 +18,12 @@ The file system root is injectable so the logic is tested on a plain folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,38 @@ class CgroupSlot:
             self.path.rmdir()
 
 
+def _enable_memory(parent: Path, write: Callable[[Path, str], object], pid: int) -> None:
+    """Hand the memory controller to ``parent``'s children.
+
+    cgroup v2 refuses that (EBUSY) while ``parent`` holds processes itself, its
+    "no internal processes" rule; and under systemd's ``Delegate=yes`` the agent
+    runs in its service's own cgroup. So the agent first moves into a leaf of its
+    own, ``agent`` (what systemd's ``DelegateSubgroup=`` does from version 254).
+    If the controller is still refused (another process shares the cgroup: a
+    shell's session, say), the agent moves back and the error stands.
+    """
+    control = parent / "cgroup.subtree_control"
+    if "memory" in control.read_text().split():
+        return
+    try:
+        write(control, "+memory\n")
+        return
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+    leaf = parent / "agent"
+    leaf.mkdir(exist_ok=True)
+    write(leaf / "cgroup.procs", f"{pid}\n")
+    try:
+        write(control, "+memory\n")
+    except OSError:
+        with contextlib.suppress(OSError):
+            write(parent / "cgroup.procs", f"{pid}\n")
+            leaf.rmdir()
+        raise
+    log.info("moved the agent into %s, so its workers' cgroups may limit memory", leaf)
+
+
 class CgroupPool:
     """Makes ``CgroupSlot``s under ``base`` (a cgroup the agent may write to)."""
 
@@ -84,9 +118,16 @@ class CgroupPool:
 
     @classmethod
     def detect(
-        cls, *, proc: Path = Path("/proc/self"), name: str = "edge-workers"
+        cls,
+        *,
+        proc: Path = Path("/proc/self"),
+        name: str = "edge-workers",
+        write: Callable[[Path, str], object] = Path.write_text,
+        pid: int | None = None,
     ) -> CgroupPool | None:
-        """A pool if cgroup v2 with the memory controller is writable here, else None."""
+        """A pool if cgroup v2 with the memory controller is writable here, else None.
+        ``write`` writes a cgroup file (the kernel's rules live behind it), ``pid`` is
+        the agent's own."""
         try:
             mount = _cgroup2_mount((proc / "mountinfo").read_text())
             own = _own_cgroup((proc / "cgroup").read_text())
@@ -101,9 +142,8 @@ class CgroupPool:
             base = parent / name
             base.mkdir(exist_ok=True)
             # Our workers' parent must hand the memory controller to its children.
-            if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
-                (parent / "cgroup.subtree_control").write_text("+memory\n")
-            (base / "cgroup.subtree_control").write_text("+memory\n")
+            _enable_memory(parent, write, os.getpid() if pid is None else pid)
+            write(base / "cgroup.subtree_control", "+memory\n")
         except OSError as exc:
             log.info("no cgroup v2 memory slots (%s); workers limit themselves with rlimits", exc)
             return None

@@ -4,6 +4,7 @@ the v1 contract, and ``context.invoke_self``'s call to the agent."""
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,54 @@ def test_cgroup_slots_under_the_agents_own_cgroup(tmp_path: Path) -> None:
     assert not slot.oom_killed()
     (slot.path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     assert slot.oom_killed()
+
+
+class NoInternalProcesses:
+    """Writes cgroup files on the plain folder as the kernel would, with cgroup v2's
+    "no internal processes" rule: a cgroup that holds processes may not hand a
+    controller to its children (EBUSY). Knows which pids each cgroup holds."""
+
+    def __init__(self, procs: dict[Path, set[int]]) -> None:
+        self.procs = procs
+
+    def __call__(self, path: Path, text: str) -> None:
+        if path.name == "cgroup.subtree_control" and text.startswith("+") and (
+            self.procs.get(path.parent)
+        ):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        if path.name == "cgroup.procs":  # kept here: a cgroup with none is removable
+            moved = int(text)
+            for pids in self.procs.values():
+                pids.discard(moved)
+            self.procs.setdefault(path.parent, set()).add(moved)
+            return
+        path.write_text(text)
+
+
+def test_a_delegated_agent_moves_into_a_leaf_of_its_own_first(tmp_path: Path) -> None:
+    """systemd's ``Delegate=yes`` puts the agent in its service's own cgroup, which may
+    not hand the memory controller on while the agent is in it."""
+    proc = fake_cgroup_fs(tmp_path)
+    service = tmp_path / "cgroup/system.slice/edge-agent.service"
+    kernel = NoInternalProcesses({service: {77}})
+    pool = CgroupPool.detect(proc=proc, write=kernel, pid=77)
+    assert pool is not None
+    assert kernel.procs[service] == set() and kernel.procs[service / "agent"] == {77}
+    assert (service / "cgroup.subtree_control").read_text() == "+memory\n"
+    assert (pool.base / "cgroup.subtree_control").read_text() == "+memory\n"
+
+
+def test_an_agent_sharing_its_cgroup_moves_back_and_limits_with_rlimits(
+    tmp_path: Path,
+) -> None:
+    """Not delegated: a shell's session cgroup holds the shell too, so the controller
+    is refused even with the agent in a leaf; the agent goes back where it was."""
+    proc = fake_cgroup_fs(tmp_path)
+    session = tmp_path / "cgroup/system.slice/edge-agent.service"
+    kernel = NoInternalProcesses({session: {77, 12}})  # 12: the shell
+    assert CgroupPool.detect(proc=proc, write=kernel, pid=77) is None
+    assert kernel.procs[session] == {77, 12}
+    assert not (session / "agent").exists()
 
 
 def test_no_cgroup_pool_without_a_memory_controller_or_cgroup2(tmp_path: Path) -> None:
