@@ -104,6 +104,7 @@ class Agent:
             self.store, bus, self._dispatch, room=self._room_for,
             early=self._start_early if self._interrupts is not None else None,
             ack=self._ack,
+            throttled=self._throttled,
         )
         self.store.on_space(self.intake.resume)
         if isinstance(bus, AckBatching):  # a group commit's acknowledgements in one write
@@ -358,6 +359,17 @@ class Agent:
     def _room_for(self, targets: Sequence[str], admitted: Mapping[str, int]) -> bool:
         runners = self.runners
         return all(runners[c].accepting(admitted[c]) for c in targets if c in runners)
+
+    def _throttled(self, targets: Sequence[str], admitted: Mapping[str, int]) -> None:
+        """Intake held a new message back: one throttle for each target whose queue is
+        full under ``reject`` (the status document's ``throttles``)."""
+        runners = self.runners
+        full = [runners[c] for c in targets if c in runners and not runners[c].accepting(
+            admitted.get(c, 0))]
+        for runner in full:
+            runner.counters.throttles += 1  # only this thread counts them
+        if full:
+            self.status.changed()
 
     def _dispatch(self, record: IntakeRecord) -> None:
         with self._dispatch_lock:

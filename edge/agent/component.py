@@ -105,6 +105,7 @@ class Counters:
     worker_restarts: int = 0
     out_of_memory: int = 0
     dropped: int = 0
+    throttles: int = 0  # new messages held back at intake: the queue full under reject
     continuations: int = 0
     durations_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=512)
@@ -125,6 +126,7 @@ class Counters:
             "worker_restarts": self.worker_restarts,
             "out_of_memory": self.out_of_memory,
             "dropped": self.dropped,
+            "throttles": self.throttles,
             "continuations": self.continuations,
             "duration_ms_p50": pct(50),
             "duration_ms_p99": pct(99),

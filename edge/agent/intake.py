@@ -43,14 +43,18 @@ class Intake:
         room: Callable[[Sequence[str], Mapping[str, int]], bool] = lambda _t, _n: True,
         early: Callable[[list[IntakeRecord]], None] | None = None,
         ack: Callable[[Message], None] | None = None,
+        throttled: Callable[[Sequence[str], Mapping[str, int]], None] | None = None,
     ) -> None:
         """``room(targets, admitted)`` says whether every target component can take one
         more record (False: a full queue under its ``reject`` policy); ``admitted``
         counts, per component, records sent to the store and not yet queued, since a
         group commit queues a whole burst at once, after the check. ``early`` gets
         the rows of a message committed on this thread just before the commit
-        (``Store.record``). ``ack`` sends an acknowledgement (default: the bus's)."""
+        (``Store.record``). ``ack`` sends an acknowledgement (default: the bus's).
+        ``throttled(targets, admitted)`` hears of each new message held back while the
+        store has room (so for a full queue), to count it against the full ones."""
         self._early = early
+        self._throttled = throttled
         self._ack = ack or bus.ack
         self._store = store
         self._bus = bus
@@ -103,6 +107,8 @@ class Intake:
                         )
                 self._parked.append((message, targets, connection))
                 self.parked_total += 1
+                if self._throttled is not None and not self._store.full():
+                    self._throttled(targets, self._admitted)
                 return
             self._record(message, targets, connection)
 

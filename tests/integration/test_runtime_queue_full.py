@@ -37,7 +37,7 @@ def test_reject_holds_a_burst_back_and_runs_each_message_once_in_order(
         """,
     )
     agent = agent_factory([comp]).start()
-    probe.follow("out/#")
+    probe.follow("out/#", "edge/dev1/status")
     for n in range(12):
         probe.publish("in/slow/x", json.dumps({"n": n}))
     # One running, two queued: the rest must be held back. The log is a file with no
@@ -47,6 +47,15 @@ def test_reject_holds_a_burst_back_and_runs_each_message_once_in_order(
         assert time.monotonic() < deadline, agent.log_text()[-2000:]
         time.sleep(0.05)
     assert not probe.on("out/slow")
+    # Each message held back is a throttle of the component in its status document:
+    # one running and two queued, or two queued before the worker took the first.
+    def throttles(messages: list[Any]) -> int:
+        docs = [json.loads(m.payload) for m in messages if m.topic == "edge/dev1/status"]
+        return max((d.get("components", {}).get("slow", {}).get("throttles", 0)
+                    for d in docs if d.get("state") == "online"), default=0)
+
+    probe.wait_for(lambda ms: throttles(ms) >= 9, timeout=15)
+    assert throttles(probe.on("edge/dev1/status")) in (9, 10)
     gate.touch()
     outputs = probe.wait_count("out/slow", 12, timeout=30)
     assert [json.loads(m.payload)["n"] for m in outputs] == list(range(12))

@@ -114,6 +114,32 @@ def test_full_store_parks_messages_and_resumes_in_order(small: Store) -> None:
     assert bus.acked == [1, 2, 3] and intake.parked == 0
 
 
+def test_a_message_held_back_for_a_full_queue_is_a_throttle(small: Store) -> None:
+    """Not one held back for a full store: that is the outbox's bound, not a queue's."""
+    store = small
+    bus, dispatched = AckBus(), Dispatched()
+    throttled: list[list[str]] = []
+    intake = Intake(
+        store, bus, dispatched,
+        # A queue of one, which the records dispatched so far stay in.
+        room=lambda targets, admitted: len(dispatched.records) + admitted["c"] < 1,
+        throttled=lambda targets, admitted: throttled.append(list(targets)),
+    )
+    intake.on_connection(True)
+    intake.accept(msg(1), ["c"])
+    flush(store)
+    intake.accept(msg(2), ["c"])  # held back: the queue is full
+    assert intake.parked == 1 and throttled == [["c"]]
+    intake.on_connection(False)  # (the broker has it again)
+    dispatched.records.clear()
+    intake.on_connection(True)
+    intake.accept(msg(3, b"x" * 12), ["c"])
+    flush(store)
+    dispatched.records.clear()  # room in the queue; the store is over its bound now
+    intake.accept(msg(4), ["c"])
+    assert intake.parked == 1 and throttled == [["c"]]
+
+
 def test_parked_messages_are_left_to_the_broker_on_disconnect(small: Store) -> None:
     store = small
     bus, dispatched = AckBus(), Dispatched()
