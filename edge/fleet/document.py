@@ -8,7 +8,8 @@ document into the backend-neutral ``DeviceStatus`` row of ``fleet status``.
 
 Rules (also in docs/fleet.md):
 
-* ``state: offline`` (the last will, or a clean stop): **offline**;
+* ``state: offline`` (the last will, or a clean stop): **offline**, with the
+  reason of an agent that stopped on its own (``fatal``);
 * ``state: online`` but older than ``stale_after(heartbeat_s)``: **offline**
   (the agent stopped talking without the broker noticing, or its clock is off);
 * online with an unhealthy component, errors or timeouts in the recent window,
@@ -158,6 +159,8 @@ def classify(doc: StatusDoc, *, now: float, name: str | None = None) -> DeviceSt
         state = "offline"
         if doc.body.get("will"):
             errors.append("connection lost (last will)")
+        if doc.body.get("fatal"):  # it stopped on its own: why (docs/status.md)
+            errors.append(f"stopped: {str(doc.body['fatal'])[:200]}")
     elif doc.timestamp is not None and now - doc.timestamp > stale_after(doc.heartbeat):
         state = "offline"
         errors.append(f"silent for {_age(now - doc.timestamp)} (heartbeat {doc.heartbeat:g}s)")

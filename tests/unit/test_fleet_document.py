@@ -75,6 +75,13 @@ def test_the_last_will_is_offline() -> None:
     assert r.errors == ("connection lost (last will)",)
 
 
+def test_an_agent_that_stopped_on_its_own_says_why() -> None:
+    reason = "store sync failed: [Errno 5] Input/output error; holding results"
+    r = row(doc(state="offline", fatal=reason))
+    assert r.state == "offline"
+    assert r.errors == (f"stopped: {reason}",)
+
+
 def test_an_online_document_older_than_three_heartbeats_is_offline() -> None:
     r = row(doc(timestamp=NOW - stale_after(30) - 1))
     assert r.state == "offline"
