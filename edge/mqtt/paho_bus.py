@@ -358,19 +358,14 @@ class PahoBus:
         another thread. The broker's PUBACK of a result just published arrives
         within microseconds and takes microseconds to handle: PUBACKs do not count.
         True wherever that cannot be told (TLS, another thread, a short read)."""
-        client = self._client
-        sock, pair = client.socket(), client._sockpairR
-        if (
-            client._thread is not threading.current_thread()
-            or self.address.tls
-            or not isinstance(sock, socket.socket)
-            or pair is None
-        ):
+        fds = self.interrupts()
+        if fds is None:
             return True
-        ready = select.select((sock, pair), (), (), 0)[0]
+        ready = select.select(fds, (), (), 0)[0]
         if not ready:
             return False
-        if pair in ready:
+        sock = self._client.socket()
+        if fds[1] in ready or not isinstance(sock, socket.socket):
             return True
         try:
             head = sock.recv(_PEEK, socket.MSG_PEEK)
