@@ -25,6 +25,8 @@ from edge.runtime.protocol import (
     encode_ok_result,
     frame_size,
     read_frame,
+    split_invoke,
+    whole_frame,
     write_all,
     write_frame,
 )
@@ -372,6 +374,105 @@ def test_encode_ok_result_is_encode_frame_of_the_result_header(
     built = encode_ok_result(request_id, content_type, duration_ms, logged, body)
     assert built == encode_frame(header, body)
     assert read_frame(io.BytesIO(built)) == (header, body)
+
+
+# -- the same two frames, read without a header object ---------------------------------
+
+
+@given(
+    request_id=st.text(max_size=80),
+    topic=st.text(max_size=80),
+    encoding=st.sampled_from(["json", "binary", "cbor"]),
+    timeout_ms=st.integers(min_value=-1, max_value=(1 << 32) + 1),
+    payload=st.binary(max_size=200),
+)
+def test_split_invoke_reads_what_the_general_reader_reads(
+    request_id: str, topic: str, encoding: str, timeout_ms: int, payload: bytes
+) -> None:
+    raw = encode_invoke(request_id, topic, encoding, timeout_ms, payload)
+    fields = split_invoke(raw)
+    header, body = read_frame(io.BytesIO(raw))
+    if raw[4:5] == b"{":  # what the compact form cannot carry is left to the general reader
+        assert fields is None
+        return
+    assert fields == (header["request_id"], header["topic"], header["encoding"],
+                      header["timeout_ms"], body)
+    assert fields == (request_id, topic, encoding, timeout_ms, payload)
+
+
+@given(st.binary(max_size=60), st.integers(min_value=0, max_value=60))
+def test_split_invoke_never_misreads_a_damaged_or_partial_frame(junk: bytes, cut: int) -> None:
+    # Whatever the bytes, split_invoke takes them only when the general reader reads
+    # the very same invocation from them; else it leaves them to that reader.
+    good = encode_invoke("r-1", "a/b", "json", 3000, b'{"k":1}')
+    for raw in (good[:cut], good[:cut] + junk, b"\x00\x00\x00" + junk, good + good):
+        fields = split_invoke(raw)
+        if fields is None:
+            continue
+        header, body = read_frame(io.BytesIO(raw))
+        assert frame_size(raw) == len(raw)
+        assert fields == (header["request_id"], header["topic"], header["encoding"],
+                          header["timeout_ms"], body)
+
+
+@given(
+    request_id=st.text(max_size=80),
+    content_type=st.sampled_from(["none", "application/json", "application/octet-stream"]),
+    duration_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    logged=st.booleans(),
+    body=st.binary(max_size=200),
+)
+def test_whole_frame_reads_an_ok_result_as_the_general_reader_does(
+    request_id: str, content_type: str, duration_ms: float, logged: bool, body: bytes
+) -> None:
+    raw = encode_ok_result(request_id, content_type, duration_ms, logged, body)
+    assert whole_frame(raw) == read_frame(io.BytesIO(raw))
+    assert whole_frame(raw + raw) is None  # two frames: the buffered reader's job
+    assert whole_frame(raw[:-1]) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        frame(b"\x02\x01\x00" + bytes(8) + b"\xff\xfe"),  # a request id that is not UTF-8
+        frame(b"\x02\x07\x00" + bytes(8) + b"r"),  # an unknown content type
+        frame(b"\x02\x01\x00" + bytes(4)),  # shorter than its fixed part
+    ],
+)
+def test_whole_frame_refuses_a_damaged_compact_result(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        whole_frame(raw)
+
+
+def test_the_worker_reader_hands_out_invocations_in_any_form() -> None:
+    from edge.runtime.protocol import FrameReader
+
+    compact = encode_invoke("r-1", "a/b", "binary", 1500, b"\x00\x01")
+    as_json = encode_frame({"type": "invoke", "request_id": "r-2", "topic": "c",
+                            "encoding": "json", "timeout_ms": 20, "extra": 1}, b"{}")
+    rfd, wfd = os.pipe()
+    try:
+        reader = FrameReader(rfd)
+        os.write(wfd, compact)  # alone in its read: taken apart without a header object
+        assert reader.read_invoke() == ("r-1", "a/b", "binary", 1500, b"\x00\x01")
+        os.write(wfd, compact + as_json[:7])  # more than one frame, and part of one
+        assert reader.read_invoke() == ("r-1", "a/b", "binary", 1500, b"\x00\x01")
+        os.write(wfd, as_json[7:] + encode_frame({"type": "stop"}))
+        assert reader.read_invoke() == ("r-2", "c", "json", 20, b"{}")
+        assert reader.read_invoke() is None  # stop
+        os.write(wfd, frame(b"not json"))
+        with pytest.raises(ProtocolError):
+            reader.read_invoke()
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+    rfd, wfd = os.pipe()
+    os.close(wfd)
+    try:
+        with pytest.raises(EOFError):
+            FrameReader(rfd).read_invoke()
+    finally:
+        os.close(rfd)
 
 
 @given(st.binary(max_size=40), st.binary(max_size=40))
