@@ -96,3 +96,31 @@ def test_each_context_has_its_own_client_context() -> None:
 def test_repr_names_function_and_request_only() -> None:
     text = repr(make(FakeClock(), subject="secret/topic"))
     assert text == "LambdaContext(function_name='com.example.Hello', aws_request_id='req-1')"
+
+
+def test_a_made_context_is_what_the_constructor_makes() -> None:
+    clock = FakeClock()
+    fixed: dict[str, Any] = {
+        "function_name": "com.example.Hello", "function_version": "1.0.0",
+        "memory_limit_in_mb": 256, "invoked_function_arn": "arn:aws:lambda:local:0:function:h",
+        "log_group_name": "/edge/h", "log_stream_name": "pi01", "clock": clock,
+    }
+    make_context = LambdaContext.maker(**fixed)
+    made = make_context("req-7", clock.now + 2.0, "sensors/t")
+    built = LambdaContext(aws_request_id="req-7", deadline=clock.now + 2.0,
+                          subject="sensors/t", **fixed)
+    assert vars(made) == vars(built)
+    assert type(made) is LambdaContext
+    assert made.client_context.custom == {"subject": "sensors/t"}
+    assert made.get_remaining_time_in_millis() == 2000
+
+
+def test_made_contexts_share_no_state() -> None:
+    make_context = LambdaContext.maker(function_name="f", function_version="1")
+    first = make_context("a", 10.0, "t/1")
+    first.client_context.custom["seen"] = True  # a handler may write to its own context
+    first.tag = "mine"  # type: ignore[attr-defined]
+    second = make_context("b", 20.0, "t/2")
+    assert second.client_context.custom == {"subject": "t/2"}
+    assert not hasattr(second, "tag")
+    assert (first.aws_request_id, second.aws_request_id) == ("a", "b")
