@@ -248,42 +248,38 @@ def serve(inp_fd: int, out_fd: int) -> int:
     send({"type": "ready", "pid": os.getpid()})
 
     channel = _Channel(inp, out_fd)
-    common = {
-        "function_name": header.get("function_name", ""),
-        "function_version": header.get("function_version", ""),
-        "memory_limit_in_mb": memory_mb,
-        "invoked_function_arn": header.get("invoked_function_arn", ""),
-        "log_group_name": header.get("log_group_name", ""),
-        "log_stream_name": header.get("log_stream_name", ""),
-    }
-    call = channel.call
+    make_context = LambdaContext.maker(
+        function_name=header.get("function_name", ""),
+        function_version=header.get("function_version", ""),
+        memory_limit_in_mb=memory_mb,
+        invoked_function_arn=header.get("invoked_function_arn", ""),
+        log_group_name=header.get("log_group_name", ""),
+        log_stream_name=header.get("log_stream_name", ""),
+        call=channel.call,
+    )
+    # Bound once: this loop's own cost is what the channel adds to a bare pipe.
+    read_invoke, monotonic, tag = inp.read_invoke, time.monotonic, _TAG
+    parse, dumps = _parse, _dumps
     while True:
         try:
-            req, payload = inp.read()
+            invoke = read_invoke()
         except EOFError:
             return 0
-        if req.get("type") == "stop":
+        if invoke is None:  # stop
             return 0
-        started = time.monotonic()
-        request_id = req.get("request_id", "")
-        topic = req.get("topic", "")
+        request_id, topic, encoding, timeout_ms, payload = invoke
+        started = monotonic()
         error: dict[str, Any] | None = None
         fatal = False
-        _TAG.request_id = request_id
+        tag.request_id = request_id
         try:
             event: Any = payload
-            if req.get("encoding", "json") == "json":
+            if encoding == "json":
                 try:
-                    event = _parse(payload)
+                    event = parse(payload)
                 except ValueError:  # UnicodeDecodeError included
                     raise _InvalidEvent(topic, len(payload)) from None
-            context = LambdaContext(
-                aws_request_id=request_id,
-                deadline=started + int(req.get("timeout_ms", 3000)) / 1000,
-                subject=topic,
-                call=call,
-                **common,
-            )
+            context = make_context(request_id, started + timeout_ms / 1000, topic)
             value = func(event, context)
             del event, context
         except KeyboardInterrupt:
@@ -299,7 +295,10 @@ def serve(inp_fd: int, out_fd: int) -> int:
             error = error_record(exc)
         else:
             try:
-                content_type, body = _encode_result(value)
+                if type(value) is dict or type(value) is list:  # the usual result: JSON
+                    content_type, body = "application/json", dumps(value).encode()
+                else:
+                    content_type, body = _encode_result(value)
             except (TypeError, ValueError, RecursionError) as exc:
                 error = error_record(exc, "Runtime.MarshalError")
                 error["errorMessage"] = f"Unable to marshal response: {exc}"
@@ -308,16 +307,16 @@ def serve(inp_fd: int, out_fd: int) -> int:
                          "errorMessage": f"out of memory (limit {memory_mb} MB)"}
                 fatal = True
             value = None
-        duration = round((time.monotonic() - started) * 1000, 3)
-        logged = _TAG.open  # the agent forwards this output before the result
+        duration = (monotonic() - started) * 1000
+        logged = tag.open  # the agent forwards this output before the result
         if logged:
-            _TAG.end_invocation()
-        _TAG.request_id = ""
+            tag.end_invocation()
+        tag.request_id = ""
         if error is None:
             write_all(out_fd, encode_ok_result(request_id, content_type, duration, logged, body))
             continue
         reply: dict[str, Any] = {"type": "result", "request_id": request_id, "ok": False,
-                                 "error": error, "duration_ms": duration}
+                                 "error": error, "duration_ms": round(duration, 3)}
         if fatal:
             reply["fatal"] = True
         if logged:
