@@ -4,14 +4,20 @@ that never calls back, and a module that fails to load."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.agent.worker import NODE_BOOTSTRAP
+from edge.runtime.protocol import FrameReader, encode_frame, encode_invoke, whole_frame
 from tests.harness.agent import Probe, user_props
 
 pytestmark = [
@@ -102,3 +108,76 @@ def test_node_async_and_callback_handlers(
     assert record["errorType"] == "Runtime.ImportModuleError"
     assert "no-such-package" in record["errorMessage"]
     assert agent.alive()
+
+
+
+FRAMES = """
+exports.obj = async (event) => ({ got: event, 'ü': 1 });
+exports.buf = async () => Buffer.from([0, 1, 2]);
+exports.nothing = async () => undefined;
+exports.loud = async (event) => { console.log('hi'); return [event.n]; };
+exports.bad = async () => { throw new Error('no'); };
+"""
+
+
+@contextlib.contextmanager
+def node_channel(folder: Path, handler: str) -> Iterator[tuple[int, int]]:
+    """The Node.js bootstrap on two bare pipes, initialised with ``handler``:
+    (fd to write frames to it, fd to read its raw frames from)."""
+    (folder / "index.js").write_text(FRAMES)
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    env = dict(os.environ, EDGE_CHANNEL_IN=str(to_r), EDGE_CHANNEL_OUT=str(from_w))
+    proc = subprocess.Popen(["node", str(NODE_BOOTSTRAP)], env=env, pass_fds=(to_r, from_w),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    os.close(to_r)
+    os.close(from_w)
+    try:
+        os.write(to_w, encode_frame({"type": "init", "dir": str(folder),
+                                     "handler": f"index.{handler}"}))
+        assert FrameReader(from_r).read()[0]["type"] == "ready"
+        yield to_w, from_r
+        os.write(to_w, encode_frame({"type": "stop"}))
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(to_w)
+        os.close(from_r)
+
+
+@pytest.mark.parametrize(
+    ("handler", "content_type", "body", "logged"),
+    [
+        ("obj", "application/json", '{"got":{"n":1},"ü":1}'.encode(), False),
+        ("buf", "application/octet-stream", b"\x00\x01\x02", False),
+        ("nothing", "none", b"", False),
+        ("loud", "application/json", b"[1]", True),
+    ],
+)
+def test_node_writes_ok_results_in_the_compact_header(
+    tmp_path: Path, handler: str, content_type: str, body: bytes, logged: bool
+) -> None:
+    # The agent reads an ok result without a JSON parse only when the runtime writes
+    # the compact form: read the raw frames off the channel to hold Node.js to it.
+    with node_channel(tmp_path, handler) as (to_w, from_r):
+        for request_id in ("r-1", "r-ü"):
+            os.write(to_w, encode_invoke(request_id, "t", "json", 3000, b'{"n":1}'))
+            raw = os.read(from_r, 65536)
+            assert raw[4] == 2  # compact, not JSON
+            header, got = whole_frame(raw) or ({}, b"")
+            assert 0 <= header.pop("duration_ms") < 3000
+            expected: dict[str, Any] = {"type": "result", "request_id": request_id,
+                                        "ok": True, "content_type": content_type}
+            if logged:
+                expected["logged"] = True
+            assert (header, got) == (expected, body)
+
+
+def test_node_error_results_stay_json(tmp_path: Path) -> None:
+    with node_channel(tmp_path, "bad") as (to_w, from_r):
+        os.write(to_w, encode_invoke("r-1", "t", "json", 3000, b"{}"))
+        raw = os.read(from_r, 65536)
+        assert raw[4:5] == b"{"
+        header, _ = whole_frame(raw) or ({}, b"")
+        assert header["ok"] is False and header["error"]["errorMessage"] == "no"

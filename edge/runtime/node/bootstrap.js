@@ -3,12 +3,14 @@
 // channel, the same frames as the Python bootstrap (edge/runtime/protocol.py):
 //   u32 header_len | header | u32 body_len | body
 // The header is JSON, or (for an invoke) the compact binary form described in
-// protocol.py; this runtime reads both and always writes JSON.
+// protocol.py; this runtime reads both, and writes an ok result in the compact
+// form and every other frame in JSON.
 // The channel is two pipe fds named in EDGE_CHANNEL_IN / EDGE_CHANNEL_OUT, so the
 // handler's console output (stdout and stderr, one pipe) never touches it.
 // Node's built-in modules only: a cold start costs little more than `node` itself.
 
 const fs = require('fs');
+const net = require('net');
 const path = require('path');
 const { pathToFileURL } = require('url');
 
@@ -37,6 +39,26 @@ function writeFrame(header, body) {
   raw.copy(out, 4);
   out.writeUInt32BE(data.length, 4 + raw.length);
   data.copy(out, 8 + raw.length);
+  writeAll(OUT_FD, out);
+}
+
+// An ok result in the compact header (protocol.py): one of these per invocation, and the
+// agent reads it without a JSON parse.
+//   u8 2 | u8 content type | u8 flags (1: logged) | f64 duration_ms | request_id
+const CONTENT_TYPES = ['none', 'application/json', 'application/octet-stream'];
+
+function writeOkResult(requestId, contentType, durationMs, logged, body) {
+  const rlen = Buffer.byteLength(requestId, 'utf8');
+  const hlen = 11 + rlen;
+  const out = Buffer.allocUnsafe(8 + hlen + body.length);
+  out.writeUInt32BE(hlen, 0);
+  out[4] = 2;
+  out[5] = CONTENT_TYPES.indexOf(contentType);
+  out[6] = logged ? 1 : 0;
+  out.writeDoubleBE(durationMs, 7);
+  out.write(requestId, 15, 'utf8');
+  out.writeUInt32BE(body.length, 4 + hlen);
+  body.copy(out, 8 + hlen);
   writeAll(OUT_FD, out);
 }
 
@@ -201,6 +223,13 @@ function invoke(req, payload) {
         Object.assign(reply, { ok: false, error: rec });
       }
     }
+    if (reply.ok && !fatal) {
+      const logged = tagOpen;  // the agent forwards this output before the result
+      endTag();
+      writeOkResult(requestId, reply.content_type, Date.now() - started, logged, body);
+      setImmediate(pump);
+      return;
+    }
     if (fatal) reply.fatal = true;
     reply.duration_ms = Date.now() - started;
     if (tagOpen) reply.logged = true;  // the agent forwards this output before the result
@@ -316,7 +345,10 @@ function decodeHeader(raw) {
 }
 
 let buf = Buffer.alloc(0);
-const input = fs.createReadStream(null, { fd: IN_FD, highWaterMark: 1 << 16 });
+// A socket on the pipe, not an fs stream: libuv then waits for it in the event loop
+// itself, where an fs stream runs every read on its thread pool (two thread
+// hand-offs per frame).
+const input = new net.Socket({ fd: IN_FD, readable: true, writable: false });
 input.on('data', (chunk) => {
   buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
   for (;;) {
