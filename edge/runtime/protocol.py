@@ -17,8 +17,10 @@ each side, a tenth of the whole round trip)::
 
 All other frames (and an invoke or result with any other field: extra
 invoke fields, an error record, ``fatal``) are JSON. A reader accepts both
-forms for every frame; a writer may always send JSON (the Node.js runtime
-sends JSON results).
+forms for every frame; a writer may always send JSON, but both runtimes
+write an ok result in the compact form, which the agent reads without a JSON
+parse (``whole_frame``), as the Python worker reads an invoke
+(``split_invoke``).
 
 The body carries the raw trigger payload or the raw result, so binary events
 (camera frames) cross the pipe without base64. Only the standard library is
