@@ -26,16 +26,13 @@ worker exits: a heap that failed once is not trusted with the next event.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from json.scanner import make_scanner
-from typing import Any
 
 from edge.runtime.context import LambdaContext
 from edge.runtime.protocol import (
@@ -46,11 +43,20 @@ from edge.runtime.protocol import (
     write_all,
 )
 
+# What a worker imports before the handler is its cold start: ``typing`` (for
+# annotations only), ``traceback`` (for error records only) and ``contextlib``
+# stay out of it, as in the two runtime modules above.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 OOM_EXIT = 86  # the status a worker exits with after reporting an out-of-memory error
 
 
 def error_record(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
     """A Lambda-style error record: what Lambda's runtime returns for an unhandled error."""
+    import traceback  # here: a worker that never fails never pays for it
+
     # Drop this bootstrap's own frames: the user wants to see their code.
     tb = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     return {
@@ -173,8 +179,10 @@ class _TaggedStream:
 
     def end_invocation(self) -> None:
         if self.open:
-            with contextlib.suppress(OSError, ValueError):
+            try:  # noqa: SIM105 - contextlib is not part of a worker's start
                 self._inner.flush()
+            except (OSError, ValueError):
+                pass
             os.write(2, f"{LOG_MARK}end\n".encode())
             self.open = False
         self.request_id = ""

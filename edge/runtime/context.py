@@ -11,38 +11,75 @@ not fit in one timeout). It returns only once the agent has recorded it.
 
 from __future__ import annotations
 
+import _thread
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
-# (op, header fields, body) -> (reply header, reply body): a call to the agent.
-AgentCall = Callable[[str, dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
+TYPE_CHECKING = False  # ``typing`` and ``threading`` are not part of a worker's start
+if TYPE_CHECKING:
+    from typing import Any
+
+    # (op, header fields, body) -> (reply header, reply body): a call to the agent.
+    AgentCall = Callable[[str, dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
 
 
 # One call to the agent at a time, whichever thread of a handler makes it: they share
 # the worker's one channel (and a lock made per invocation costs every invocation).
-_CALLS = threading.Lock()
+_CALLS = _thread.allocate_lock()
 
 
 class InvokeSelfError(Exception):
     """The agent could not record a continuation; the invocation should fail."""
 
 
-@dataclass
+# Plain classes, not dataclasses: ``dataclasses`` imports ``inspect`` (and with it
+# ``ast`` and ``dis``), a sixth of a worker's cold start for two small records.
 class ClientContext:
-    custom: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, Any] = field(default_factory=dict)
-    client: Any = None
+    __slots__ = ("custom", "env", "client")
+
+    def __init__(
+        self,
+        custom: dict[str, Any] | None = None,
+        env: dict[str, Any] | None = None,
+        client: Any = None,
+    ) -> None:
+        self.custom = {} if custom is None else custom
+        self.env = {} if env is None else env
+        self.client = client
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClientContext) and (
+            (self.custom, self.env, self.client) == (other.custom, other.env, other.client)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as Lambda's
+
+    def __repr__(self) -> str:
+        return f"ClientContext(custom={self.custom!r}, env={self.env!r}, client={self.client!r})"
 
 
-@dataclass
 class Identity:
-    cognito_identity_id: str | None = None
-    cognito_identity_pool_id: str | None = None
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(
+        self, cognito_identity_id: str | None = None, cognito_identity_pool_id: str | None = None
+    ) -> None:
+        self.cognito_identity_id = cognito_identity_id
+        self.cognito_identity_pool_id = cognito_identity_pool_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and (
+            (self.cognito_identity_id, self.cognito_identity_pool_id)
+            == (other.cognito_identity_id, other.cognito_identity_pool_id)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"Identity(cognito_identity_id={self.cognito_identity_id!r}, "
+                f"cognito_identity_pool_id={self.cognito_identity_pool_id!r})")
 
 
 class LambdaContext:

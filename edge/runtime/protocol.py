@@ -37,7 +37,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any, BinaryIO
+
+TYPE_CHECKING = False  # ``typing`` is not part of a worker's start (see bootstrap)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 _LEN = struct.Struct(">I")
 # A header is a small JSON object; anything bigger is a corrupt channel.
