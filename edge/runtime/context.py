@@ -136,8 +136,8 @@ class LambdaContext:
         return make
 
     # ``identity`` and ``client_context`` are built on first use: a context is made
-    # for every invocation and most handlers never read them (two dataclass
-    # instances and two dicts are a measurable part of a warm invocation).
+    # for every invocation and most handlers never read them (two records and two
+    # dicts are a measurable part of a warm invocation).
     @functools.cached_property
     def identity(self) -> Identity:
         return Identity()
