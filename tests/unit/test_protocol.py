@@ -337,14 +337,28 @@ def test_the_worker_reader_takes_frames_whole_and_keeps_the_rest() -> None:
 
 # -- the two frames of every invocation, built directly --------------------------------
 
+# Any invoke and ok result, including what the compact form cannot carry (an unknown
+# encoding or content type, a timeout out of range): those go as JSON.
+INVOKE_FIELDS = {
+    "request_id": st.text(max_size=80),
+    "topic": st.text(max_size=80),
+    "encoding": st.sampled_from(["json", "binary", "cbor"]),
+    "timeout_ms": st.integers(min_value=-1, max_value=(1 << 32) + 1),
+    "payload": st.binary(max_size=200),
+}
+RESULT_FIELDS = {
+    "request_id": st.text(max_size=80),
+    "content_type": st.sampled_from(
+        ["none", "application/json", "application/octet-stream", "text/plain"]
+    ),
+    "duration_ms": st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    "logged": st.booleans(),
+    "body": st.binary(max_size=200),
+}
 
-@given(
-    request_id=st.text(max_size=80),
-    topic=st.text(max_size=80),
-    encoding=st.sampled_from(["json", "binary", "cbor"]),
-    timeout_ms=st.integers(min_value=-1, max_value=(1 << 32) + 1),
-    payload=st.binary(max_size=200),
-)
+
+
+@given(**INVOKE_FIELDS)
 def test_encode_invoke_is_encode_frame_of_the_invoke_header(
     request_id: str, topic: str, encoding: str, timeout_ms: int, payload: bytes
 ) -> None:
@@ -355,15 +369,7 @@ def test_encode_invoke_is_encode_frame_of_the_invoke_header(
     )
 
 
-@given(
-    request_id=st.text(max_size=80),
-    content_type=st.sampled_from(
-        ["none", "application/json", "application/octet-stream", "text/plain"]
-    ),
-    duration_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
-    logged=st.booleans(),
-    body=st.binary(max_size=200),
-)
+@given(**RESULT_FIELDS)
 def test_encode_ok_result_is_encode_frame_of_the_result_header(
     request_id: str, content_type: str, duration_ms: float, logged: bool, body: bytes
 ) -> None:
@@ -379,13 +385,7 @@ def test_encode_ok_result_is_encode_frame_of_the_result_header(
 # -- the same two frames, read without a header object ---------------------------------
 
 
-@given(
-    request_id=st.text(max_size=80),
-    topic=st.text(max_size=80),
-    encoding=st.sampled_from(["json", "binary", "cbor"]),
-    timeout_ms=st.integers(min_value=-1, max_value=(1 << 32) + 1),
-    payload=st.binary(max_size=200),
-)
+@given(**INVOKE_FIELDS)
 def test_split_invoke_reads_what_the_general_reader_reads(
     request_id: str, topic: str, encoding: str, timeout_ms: int, payload: bytes
 ) -> None:
@@ -415,13 +415,7 @@ def test_split_invoke_never_misreads_a_damaged_or_partial_frame(junk: bytes, cut
                           header["timeout_ms"], body)
 
 
-@given(
-    request_id=st.text(max_size=80),
-    content_type=st.sampled_from(["none", "application/json", "application/octet-stream"]),
-    duration_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
-    logged=st.booleans(),
-    body=st.binary(max_size=200),
-)
+@given(**RESULT_FIELDS)
 def test_whole_frame_reads_an_ok_result_as_the_general_reader_does(
     request_id: str, content_type: str, duration_ms: float, logged: bool, body: bytes
 ) -> None:
