@@ -22,6 +22,7 @@ STEP_LABELS = {
     "zip": "writing artifacts",
     "upload": "uploading artifacts",
     "devices": "reading devices",
+    "prune": "removing artifacts",
 }
 
 
