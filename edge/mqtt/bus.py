@@ -39,6 +39,9 @@ class Message:
     properties: Mapping[str, str] = field(default_factory=dict)
     # Broker packet id for QoS > 0; the token ``Bus.ack`` needs. 0 when not applicable.
     mid: int = 0
+    # MQTT 5 Message Expiry Interval as delivered: the seconds the broker would still
+    # have kept it. A retained message's age by the broker's clock (docs/status.md).
+    expiry: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,11 @@ class Bus(Protocol):
         retain: bool = False,
         properties: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        expiry: int | None = None,
     ) -> None:
-        """Publish; with ``timeout`` set, block until the broker acknowledged (QoS 1)."""
+        """Publish; with ``timeout`` set, block until the broker acknowledged (QoS 1).
+        ``expiry``: an MQTT 5 Message Expiry Interval in seconds (where the transport
+        has none, the message is sent without it)."""
 
     def ack(self, message: Message) -> None:
         """Acknowledge a QoS 1 message that was handed to a subscriber."""

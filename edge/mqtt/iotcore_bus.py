@@ -207,13 +207,15 @@ class IotCoreBus:
         retain: bool = False,
         properties: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        expiry: int | None = None,
     ) -> None:
         client, mqtt5 = self._client, self._mqtt5
         if client is None:
             raise BrokerError(f"publish to {topic!r} failed: the bus is not started")
         user = [mqtt5.UserProperty(str(k), str(v)) for k, v in (properties or {}).items()]
         packet = mqtt5.PublishPacket(topic=topic, payload=payload, qos=mqtt5.QoS(qos),
-                                     retain=retain, user_properties=user or None)  # fmt: skip
+                                     retain=retain, user_properties=user or None,
+                                     message_expiry_interval_sec=expiry)  # fmt: skip
         try:
             future = client.publish(packet)
         except Exception as exc:
@@ -259,9 +261,11 @@ class IotCoreBus:
                 with self._lock:
                     self._acks[token] = handle
             props = {p.name: p.value for p in (packet.user_properties or [])}
+            expiry = getattr(packet, "message_expiry_interval_sec", None)
             message = Message(
                 topic=packet.topic, payload=bytes(packet.payload or b""), qos=qos,
                 retain=bool(packet.retain), properties=props, mid=token,  # no DUP flag in the CRT
+                expiry=int(expiry) if expiry is not None else None,
             )  # fmt: skip
             self._subs.deliver(message, self.ack)
         except Exception:

@@ -103,6 +103,7 @@ class IpcBus:
         retain: bool = False,
         properties: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        expiry: int | None = None,  # Greengrass IPC carries no expiry: sent without it
     ) -> None:
         client = self._require()
         message = _binary_message(payload)

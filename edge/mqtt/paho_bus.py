@@ -420,8 +420,14 @@ class PahoBus:
         retain: bool = False,
         properties: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        expiry: int | None = None,
     ) -> None:
-        props = _UserProperties(properties) if properties else None
+        props: Properties | None = _UserProperties(properties) if properties else None
+        if expiry is not None:  # rare (status documents): paho's own Properties
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = expiry
+            if properties:
+                props.UserProperty = [(str(k), str(v)) for k, v in properties.items()]
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise BrokerError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
@@ -503,6 +509,7 @@ class PahoBus:
             user = getattr(msg.properties, "UserProperty", None) if msg.properties else None
             if user:
                 props = {str(k): str(v) for k, v in user}
+            expiry = getattr(msg.properties, "MessageExpiryInterval", None)
             message = Message(
                 topic=msg.topic,
                 payload=bytes(msg.payload),
@@ -511,6 +518,7 @@ class PahoBus:
                 dup=bool(getattr(msg, "dup", False)),
                 properties=props,
                 mid=msg.mid,
+                expiry=int(expiry) if expiry is not None else None,
             )
             self._subs.deliver(message, self.ack)
         except Exception:

@@ -42,7 +42,8 @@ class FakeBus(Bus):
         del self.subscriptions[topic_filter]
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
-                properties: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
+                properties: Mapping[str, str] | None = None, timeout: float | None = None,
+                expiry: int | None = None) -> None:
         self.published.append((topic, payload, dict(properties or {})))
         self.event.set()
 
@@ -203,7 +204,8 @@ class ReceivingBus(FakeBus):
         super().ack(message)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
-                properties: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
+                properties: Mapping[str, str] | None = None, timeout: float | None = None,
+                expiry: int | None = None) -> None:
         if topic == "out/echo":
             self.order.append(f"result {json.loads(payload)['n']}")
         if self.agent is not None and properties and "seq" in properties:

@@ -38,7 +38,7 @@ class RetainedBus:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 properties: Mapping[str, str] | None = None,
-                timeout: float | None = None) -> None: ...  # fmt: skip
+                timeout: float | None = None, expiry: int | None = None) -> None: ...  # fmt: skip
 
     def ack(self, message: Message) -> None: ...
 

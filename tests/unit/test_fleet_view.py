@@ -91,7 +91,7 @@ class RetainingBus:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 properties: Mapping[str, str] | None = None,
-                timeout: float | None = None) -> None:  # fmt: skip
+                timeout: float | None = None, expiry: int | None = None) -> None:  # fmt: skip
         if not self.deliver:
             return
         for topic_filter, handler in list(self.subs.items()):
