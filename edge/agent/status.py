@@ -7,7 +7,9 @@ document reads counters only, so reporting costs next to nothing between
 heartbeats. The schema is docs/status.md.
 
 The reporter adds what only it knows to the agent's document: ``heartbeat_s``
-(so a reader can tell a silent device from a quiet one) and, per component,
+(so a reader can tell a silent device from a quiet one), ``expiry_s`` (an online
+document's Message Expiry Interval, from which a reader tells its age by the
+broker's clock, not the device's) and, per component,
 ``recent``: the invocations, errors, timeouts and throttles of the last
 ``window`` seconds, as differences of the cumulative counters between the
 documents it built.
@@ -28,6 +30,10 @@ from edge.mqtt.bus import Bus
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# The Message Expiry Interval of an online document (and its ``expiry_s``). Long, since
+# the broker drops the document when it runs out: a week of silence without a last
+# will (which carries no expiry) is the only way to get there. Within any broker's limit.
+STATUS_EXPIRY_S = 7 * 24 * 3600
 RECENT_WINDOW = 300.0
 RECENT_COUNTERS = ("invocations", "errors", "timeouts", "throttles")
 
@@ -91,7 +97,8 @@ class StatusReporter:
             try:
                 doc = self.document(state)
                 payload = json.dumps(doc, separators=(",", ":"), default=str).encode()
-                self._bus.publish(self.topic, payload, qos=1, retain=True, timeout=timeout)
+                self._bus.publish(self.topic, payload, qos=1, retain=True, timeout=timeout,
+                                  expiry=doc.get("expiry_s"))  # fmt: skip
             except Exception as exc:  # the broker may be away; the next change retries
                 log.info("status not published: %s", exc)
                 return False
@@ -102,6 +109,10 @@ class StatusReporter:
         """The agent's document plus ``heartbeat_s`` and each component's ``recent``."""
         doc = self._build(state)
         doc.setdefault("heartbeat_s", self._heartbeat)
+        if state == "online":
+            # Sent as the message's expiry too: a reader learns the document's age by the
+            # broker's clock, whatever the device's clock says (docs/status.md).
+            doc.setdefault("expiry_s", STATUS_EXPIRY_S)
         components = doc.get("components")
         if isinstance(components, dict):
             self.recent.annotate(components)

@@ -21,14 +21,16 @@ from edge.mqtt.bus import ConnectionHandler, Message, MessageHandler
 class RecordingBus:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, bool]] = []
+        self.expiries: list[int | None] = []
 
     def connect(self, timeout: float = 10.0) -> None: ...
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None: ...
     def unsubscribe(self, topic_filter: str) -> None: ...
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 properties: Mapping[str, str] | None = None,
-                timeout: float | None = None) -> None:  # fmt: skip
+                timeout: float | None = None, expiry: int | None = None) -> None:  # fmt: skip
         self.published.append((topic, payload, retain))
+        self.expiries.append(expiry)
 
     def ack(self, message: Message) -> None: ...
     def on_connection_change(self, handler: ConnectionHandler) -> None: ...
@@ -66,6 +68,20 @@ def test_recent_counts_only_the_window() -> None:
     clock.now += 30
     recent = reporter.document()["components"]["c"]["recent"]
     assert (recent["invocations"], recent["errors"]) == (3, 0)
+
+
+def test_an_online_document_carries_its_expiry_and_an_offline_one_does_not() -> None:
+    # The reader's age of a document is its expiry_s minus what the broker left of the
+    # message's expiry: the two must be the same number.
+    from edge.agent.status import STATUS_EXPIRY_S
+
+    bus = RecordingBus()
+    reporter = StatusReporter(bus, "pi01", lambda state: {"state": state}, heartbeat=30)
+    assert reporter.publish("online") and reporter.publish("offline")
+    online, offline = (json.loads(payload) for _, payload, _ in bus.published)
+    assert online["expiry_s"] == STATUS_EXPIRY_S and bus.expiries[0] == STATUS_EXPIRY_S
+    assert "expiry_s" not in offline and bus.expiries[1] is None  # kept until replaced
+    assert all(retain for _, _, retain in bus.published)
 
 
 def test_a_replaced_component_starts_its_window_over() -> None:
