@@ -103,10 +103,14 @@ def register(app: typer.Typer) -> None:
                 parsed: dict[str, Any] = {}
 
                 def build() -> FleetStatus:
-                    payloads = {t: s.payload for t, s in feed.snapshot().items()}
+                    samples = feed.snapshot()
+                    payloads = {t: s.payload for t, s in samples.items()}
+                    mono = time.monotonic()
+                    held = {t: (s.expiry, mono - s.received) for t, s in samples.items()}
                     return fleet_view(
                         payloads,
                         cache=parsed,
+                        held=held,
                         now=time.time(),
                         inventory=inventory.devices,
                         group=group,

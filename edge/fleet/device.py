@@ -17,7 +17,7 @@ from typing import Any
 
 from edge.errors import ValidationError
 from edge.fleet.document import classify, invalid_row, parse_status, status_topic
-from edge.fleet.reader import read_retained
+from edge.fleet.reader import read_retained_messages
 from edge.model.deployment import deployment_topic, desired_topic
 from edge.model.status import DeviceStatus
 from edge.mqtt.bus import Bus
@@ -59,9 +59,11 @@ def show_device(
     bus: Bus, name: str, thing: str, *, timeout: float, now: float | None = None
 ) -> DeviceView:
     topics = [status_topic(thing), deployment_topic(thing), desired_topic(thing)]
-    found = read_retained(bus, topics, timeout=timeout)
+    messages = read_retained_messages(bus, topics, timeout=timeout)
+    found = {t: m.payload for t, m in messages.items()}
     now = time.time() if now is None else now
     raw = found.get(topics[0])
+    expiry = messages[topics[0]].expiry if raw is not None else None
     status: dict[str, Any] | None = None
     if raw is None:
         row = DeviceStatus(name=name, state="never-seen")
@@ -71,7 +73,7 @@ def show_device(
         except ValidationError as exc:
             row = invalid_row(name, str(exc))
         else:
-            row = classify(doc, now=now, name=name)
+            row = classify(doc, now=now, name=name, age=doc.age(expiry))
             status = dict(doc.body)
     envelope = _json_object(found.get(topics[2]))
     desired = envelope.get("document") if envelope else None

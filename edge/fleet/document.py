@@ -11,10 +11,13 @@ Rules (also in docs/fleet.md):
 * ``state: offline`` (the last will, or a clean stop): **offline**, with the
   reason of an agent that stopped on its own (``fatal``);
 * ``state: online`` but older than ``stale_after(heartbeat_s)``: **offline**
-  (the agent stopped talking without the broker noticing, or its clock is off);
+  (the agent stopped talking without the broker noticing); older by the broker's
+  clock where the document says its expiry (``StatusDoc.age``), else by its
+  ``timestamp``;
 * online with an unhealthy component, errors or timeouts in the recent window,
   a failed or rolled back last deployment, a sink whose last attempt failed,
-  or a data dir almost full: **degraded**, with one line per cause in ``errors``;
+  a data dir almost full, or a ``timestamp`` off the broker's age by more than
+  ``clock_tolerance``: **degraded**, with one line per cause in ``errors``;
 * otherwise **online**.
 """
 
@@ -81,6 +84,17 @@ class StatusDoc:
     heartbeat: float
     groups: tuple[str, ...]
     body: Mapping[str, Any]
+    #: The Message Expiry Interval the agent sent it with (``expiry_s``), when it says.
+    expiry: int | None = None
+
+    def age(self, remaining: int | None, since: float = 0.0) -> float | None:
+        """How old the document is by the broker's clock: ``expiry`` minus the expiry the
+        broker delivered it with (``remaining``), plus ``since`` (seconds since it was
+        delivered). None when either is unknown, or they disagree (a broker that
+        shortened the expiry, or lost it in a restart)."""
+        if self.expiry is None or remaining is None or not 0 <= remaining <= self.expiry:
+            return None
+        return float(self.expiry - remaining) + max(0.0, since)
 
     @property
     def components(self) -> Mapping[str, Mapping[str, Any]]:
@@ -123,6 +137,10 @@ def parse_status(thing: str, payload: bytes) -> StatusDoc:
     heartbeat = data.get("heartbeat_s", DEFAULT_HEARTBEAT)
     if not _is_number(heartbeat) or heartbeat <= 0:
         raise ValidationError(f"heartbeat_s: {_short(heartbeat)} is not a positive number")
+    expiry = data.get("expiry_s")
+    if expiry is not None and (not isinstance(expiry, int) or isinstance(expiry, bool)
+                               or expiry <= 0):  # fmt: skip
+        raise ValidationError(f"expiry_s: {_short(expiry)} is not a positive whole number")
     groups = data.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise ValidationError(f"groups: {_short(groups)} is not a list of names")
@@ -141,17 +159,37 @@ def parse_status(thing: str, payload: bytes) -> StatusDoc:
         heartbeat=float(heartbeat),
         groups=tuple(groups),
         body=data,
+        expiry=expiry,
     )
 
 
-def classify(doc: StatusDoc, *, now: float, name: str | None = None) -> DeviceStatus:
-    """The ``fleet status`` row for a valid document, as seen at ``now`` (epoch seconds)."""
+def clock_tolerance(heartbeat: float) -> float:
+    """How far a device's clock may be from this machine's before a row says so: the
+    broker's ages come in whole seconds, and a document is written a moment before
+    it is sent."""
+    return max(60.0, 2 * heartbeat)
+
+
+def classify(
+    doc: StatusDoc, *, now: float, name: str | None = None, age: float | None = None
+) -> DeviceStatus:
+    """The ``fleet status`` row for a valid document, as seen at ``now`` (epoch seconds).
+
+    ``age``: the document's age by the broker's clock (``StatusDoc.age``). With it,
+    silence and last-seen are judged by that age, not by the device's ``timestamp``:
+    a Raspberry Pi has no clock that survives a power cut, and until it reaches a
+    time server (days, on a flaky uplink) its timestamps are wrong. Such a clock is
+    itself a row's problem (its records carry the same wrong times)."""
     components = {
         cname: ComponentStatus(str(body.get("version", "")), str(body.get("state", "")).lower())
         for cname, body in sorted(doc.components.items())
     }
     deployment = _deployment(doc.body.get("deployment"))
-    last_seen = datetime.fromtimestamp(doc.timestamp, UTC) if doc.timestamp is not None else None
+    seen = (now - age) if age is not None else doc.timestamp
+    last_seen = datetime.fromtimestamp(seen, UTC) if seen is not None else None
+    silent = (now - doc.timestamp) if doc.timestamp is not None else None
+    if age is not None:
+        silent = age
     backlog = _backlog(doc.body.get("outbox"))
     errors: list[str] = []
     state: DeviceState
@@ -161,11 +199,16 @@ def classify(doc: StatusDoc, *, now: float, name: str | None = None) -> DeviceSt
             errors.append("connection lost (last will)")
         if doc.body.get("fatal"):  # it stopped on its own: why (docs/status.md)
             errors.append(f"stopped: {str(doc.body['fatal'])[:200]}")
-    elif doc.timestamp is not None and now - doc.timestamp > stale_after(doc.heartbeat):
+    elif silent is not None and silent > stale_after(doc.heartbeat):
         state = "offline"
-        errors.append(f"silent for {_age(now - doc.timestamp)} (heartbeat {doc.heartbeat:g}s)")
+        errors.append(f"silent for {_age(silent)} (heartbeat {doc.heartbeat:g}s)")
     else:
         errors = problems(doc)
+        if age is not None and doc.timestamp is not None:
+            skew = doc.timestamp - (now - age)  # the device's clock minus this machine's
+            if abs(skew) > clock_tolerance(doc.heartbeat):
+                way = "ahead of" if skew > 0 else "behind"
+                errors.append(f"its clock is {_age(abs(skew))} {way} this machine's")
         state = "degraded" if errors else "online"
     return DeviceStatus(
         name=name or doc.device,

@@ -47,6 +47,8 @@ class Sample:
     payload: bytes
     received: float
     retained: bool
+    #: The Message Expiry Interval it was delivered with (``Message.expiry``).
+    expiry: int | None = None
 
 
 class StatusFeed:
@@ -108,7 +110,8 @@ class StatusFeed:
         with self._cond:
             self.received += 1
             if message.payload:
-                self._samples[thing] = Sample(thing, message.payload, self._clock(), message.retain)
+                self._samples[thing] = Sample(thing, message.payload, self._clock(),
+                                              message.retain, message.expiry)  # fmt: skip
             else:  # an empty retained message deletes the document
                 self._samples.pop(thing, None)
             self._version += 1
@@ -158,13 +161,20 @@ def read_retained(
 ) -> dict[str, bytes]:
     """The retained payload of each of ``topics`` (absent when none), read with the same
     end-of-burst marker as ``StatusFeed``."""
+    return {t: m.payload for t, m in read_retained_messages(bus, topics, timeout=timeout).items()}
+
+
+def read_retained_messages(
+    bus: Bus, topics: list[str], *, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, Message]:
+    """``read_retained`` with each whole message (its expiry, for a status document)."""
     marker = f"{MARKER_PREFIX}/{uuid.uuid4().hex}"
-    found: dict[str, bytes] = {}
+    found: dict[str, Message] = {}
     done = threading.Event()
 
     def on_message(message: Message) -> None:
         if message.payload:
-            found[message.topic] = message.payload
+            found[message.topic] = message
 
     for topic in topics:
         bus.subscribe(topic, on_message, qos=0)

@@ -35,12 +35,15 @@ def fleet_view(
     group: str | None = None,
     states: Collection[str] = (),
     cache: dict[str, tuple[bytes, StatusDoc | str]] | None = None,
+    held: Mapping[str, tuple[int | None, float]] | None = None,
 ) -> FleetStatus:
     """One row per thing with a document plus one per inventory device without one,
     filtered by ``group`` and ``states``, those needing attention first.
 
     ``cache`` (thing -> (payload, parsed document or the reason it is invalid))
-    lets ``--watch`` re-parse only the documents that changed since its last build."""
+    lets ``--watch`` re-parse only the documents that changed since its last build.
+    ``held`` (thing -> (the expiry its document was delivered with, seconds since))
+    gives each document its age by the broker's clock (``StatusDoc.age``)."""
     known = {k.thing: k for k in inventory}
     rows: list[DeviceStatus] = []
     for thing, payload in payloads.items():
@@ -61,7 +64,8 @@ def fleet_view(
         else:
             doc = parsed
             groups = tuple(sorted(set(groups) | set(doc.groups)))
-            row = classify(doc, now=now, name=entry.name if entry else None)
+            age = doc.age(*held[thing]) if held and thing in held else None
+            row = classify(doc, now=now, name=entry.name if entry else None, age=age)
         if group is None or group in groups:
             rows.append(row)
     for thing, entry in known.items():

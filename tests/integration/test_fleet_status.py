@@ -214,3 +214,59 @@ def test_watch_shows_a_change_within_two_seconds(
         proc.send_signal(2)  # Ctrl-C: the watch ends with the exit code of what it shows
         code = proc.wait(10)
     assert code == 1
+
+
+def test_age_comes_from_the_broker_not_from_the_device_clock(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    # Documents published through the agent's own bus with an expiry, as its status
+    # reporter does: one from a device whose clock is 3 h behind (a Pi after a power
+    # cut, no time server yet), one whose clock is right but that the broker has held
+    # for 1,000 s (the expiry it was sent with is that much shorter than it says).
+    from edge.agent.status import STATUS_EXPIRY_S
+    from edge.mqtt.paho_bus import BrokerAddress, PahoBus
+
+    def status(thing: str, timestamp: float) -> bytes:
+        return json.dumps({"schema": 1, "state": "online", "device": thing, "thing": thing,
+                           "timestamp": timestamp, "heartbeat_s": 30,
+                           "expiry_s": STATUS_EXPIRY_S}).encode()  # fmt: skip
+
+    bus = PahoBus(BrokerAddress.parse(mosquitto.url))
+    bus.connect(timeout=10)
+    try:
+        now = time.time()
+        bus.publish("edge/behind/status", status("behind", now - 3 * 3600), retain=True,
+                    timeout=10, expiry=STATUS_EXPIRY_S)  # fmt: skip
+        bus.publish("edge/held/status", status("held", now), retain=True, timeout=10,
+                    expiry=STATUS_EXPIRY_S - 1000)  # fmt: skip
+        delivered: list[int | None] = []
+        got = threading.Event()
+
+        def on_status(message: Any) -> None:
+            delivered.append(message.expiry)
+            got.set()
+
+        bus.subscribe("edge/held/status", on_status, qos=1)
+        assert got.wait(10)
+        assert delivered[0] is not None and STATUS_EXPIRY_S - 1005 <= delivered[0] <= (
+            STATUS_EXPIRY_S - 1000
+        )
+    finally:
+        bus.close()
+
+    code, doc = status_json(mosquitto)
+    assert code == 1
+    by_name = rows(doc)
+    assert by_name["behind"]["state"] == "degraded"
+    assert by_name["behind"]["errors"] == ["its clock is 3h behind this machine's"]
+    assert by_name["held"]["state"] == "offline"
+    assert by_name["held"]["errors"][0].startswith("silent for 17m")
+
+    inventory = tmp_path / "devices"
+    inventory.mkdir()
+    (inventory / "behind.yaml").write_text(
+        "name: behind\nclass: raspberry-pi\nthing_name: behind\n"
+        f"broker:\n  url: {mosquitto.url}\n"
+    )
+    shown = edgectl("device", "show", "behind", "--json", "--devices-dir", str(inventory))
+    assert json.loads(shown.stdout)["row"]["state"] == "degraded", shown.stderr

@@ -12,6 +12,7 @@ from edge.errors import UsageError, ValidationError
 from edge.fleet.document import (
     check_name,
     classify,
+    clock_tolerance,
     parse_status,
     stale_after,
     thing_of,
@@ -134,3 +135,54 @@ def test_names_with_wildcards_are_refused(name: str) -> None:
     with pytest.raises(UsageError, match="no MQTT wildcards"):
         check_name(name)
     assert check_name("pi-01.a_b") == "pi-01.a_b"
+
+
+# -- age by the broker's clock (the document's Message Expiry Interval) -----------------
+
+WEEK = 7 * 24 * 3600
+
+
+def aged(data: dict[str, Any], age: float | None, thing: str = "pi01"):
+    parsed = parse_status(thing, json.dumps(data).encode())
+    return classify(parsed, now=NOW, age=age)
+
+
+def test_a_device_whose_clock_is_behind_is_not_taken_for_silent() -> None:
+    # A Pi back from a power cut without a time server: its timestamps are 3 h old,
+    # but the broker delivered the document 5 s after it came.
+    late = doc(timestamp=NOW - 3 * 3600, expiry_s=WEEK)
+    assert row(late).state == "offline"  # by the device's clock alone
+    r = aged(late, age=5)
+    assert r.state == "degraded"
+    assert r.errors == ("its clock is 3h behind this machine's",)
+    assert r.last_seen is not None and r.last_seen.timestamp() == NOW - 5
+
+
+def test_a_silent_device_whose_clock_is_ahead_is_still_silent() -> None:
+    ahead = doc(timestamp=NOW + 600, expiry_s=WEEK)
+    r = aged(ahead, age=stale_after(30) + 1)
+    assert r.state == "offline"
+    assert r.errors[0].startswith("silent for")
+
+
+def test_a_clock_within_tolerance_is_no_problem() -> None:
+    assert aged(doc(timestamp=NOW - 40, expiry_s=WEEK), age=3).state == "online"
+    assert aged(doc(timestamp=NOW + 40, expiry_s=WEEK), age=0).state == "online"
+    assert clock_tolerance(30) == 60 and clock_tolerance(300) == 600
+
+
+def test_the_age_is_the_expiry_it_was_sent_with_minus_what_the_broker_left() -> None:
+    parsed = parse_status("pi01", json.dumps(doc(expiry_s=WEEK)).encode())
+    assert parsed.expiry == WEEK
+    assert parsed.age(WEEK - 7) == 7
+    assert parsed.age(WEEK - 7, since=2.5) == 9.5  # held 2.5 s since it was delivered
+    assert parsed.age(None) is None  # sent without an expiry, or lost in a broker restart
+    assert parsed.age(WEEK + 1) is None  # more left than it was sent with: not ours
+    old = parse_status("pi01", json.dumps(doc()).encode())  # an older agent: no expiry_s
+    assert old.expiry is None and old.age(100) is None
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "60", True])
+def test_a_bad_expiry_is_refused(value: Any) -> None:
+    with pytest.raises(ValidationError, match="expiry_s"):
+        parse_status("pi01", json.dumps(doc(expiry_s=value)).encode())
