@@ -58,6 +58,11 @@ def test_connect_subscribe_publish_receive_and_reconnect(
         got = inbox.get(timeout=10)
         assert (got.topic, got.payload) == ("t/in/x", b"hello")
         assert got.properties == {"request-id": "r1"}
+        assert got.expiry is None  # sent without one
+        bus.ack(got)
+        sender.publish("t/in/x", b"expiring", qos=1, timeout=5, expiry=3600)
+        got = inbox.get(timeout=10)
+        assert got.payload == b"expiring" and got.expiry is not None and got.expiry <= 3600
         bus.ack(got)
 
         # Broker restart: the CRT reconnects by itself and the subscription works again.
