@@ -25,15 +25,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from edge.model.status import STATUS_EXPIRY_S
 from edge.mqtt.bus import Bus
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-# The Message Expiry Interval of an online document (and its ``expiry_s``). Long, since
-# the broker drops the document when it runs out: a week of silence without a last
-# will (which carries no expiry) is the only way to get there. Within any broker's limit.
-STATUS_EXPIRY_S = 7 * 24 * 3600
 RECENT_WINDOW = 300.0
 RECENT_COUNTERS = ("invocations", "errors", "timeouts", "throttles")
 

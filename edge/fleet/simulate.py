@@ -35,6 +35,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge import __version__
 from edge.errors import BrokerError, EdgeError, ValidationError
@@ -50,8 +52,13 @@ from edge.model.deployment import (
     parse_signed,
     peek_identity,
 )
+from edge.model.status import STATUS_EXPIRY_S
 
 log = logging.getLogger(__name__)
+
+# An online document goes out as the agent's does, with its expiry (one object for all).
+_STATUS_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+_STATUS_PROPERTIES.MessageExpiryInterval = STATUS_EXPIRY_S
 
 SIM_COMPONENT = "com.example.Hello"
 RECENT_WINDOW = 300.0
@@ -269,6 +276,7 @@ class SimDevice:
             "uptime_s": round(now - self.started, 1),
             "timestamp": now,
             "heartbeat_s": opts.heartbeat,
+            **({"expiry_s": STATUS_EXPIRY_S} if state == "online" else {}),
             "simulated": True,
             "components": components,
             "deployment": self.report.to_json() if self.report else None,
@@ -302,7 +310,7 @@ class SimDevice:
     def publish_status(self) -> None:
         if self.connected:
             info = self.client.publish(status_topic(self.thing), self.document(), qos=1,
-                                       retain=True)  # fmt: skip
+                                       retain=True, properties=_STATUS_PROPERTIES)  # fmt: skip
             if self._first_mid is None:
                 self._first_mid = info.mid
             self.published += 1

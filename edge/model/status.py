@@ -43,6 +43,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+#: The MQTT 5 Message Expiry Interval of an agent's online status document, named in it
+#: as ``expiry_s``: a reader takes the document's age from what the broker left of it
+#: (docs/status.md). A week: the broker drops a document that outlives it, which only a
+#: device silent that long without its last will reaching the broker does.
+STATUS_EXPIRY_S = 7 * 24 * 3600
+
 DeviceState = Literal["online", "offline", "degraded", "never-seen", "invalid"]
 DEVICE_STATES: tuple[DeviceState, ...] = ("online", "degraded", "offline", "never-seen", "invalid")
 #: Attention order: the rows an operator must look at first come first.

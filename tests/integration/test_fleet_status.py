@@ -93,6 +93,20 @@ def test_real_agents_and_simulated_devices_look_the_same(
     assert set(table["pi01"]["components"]) == {"hello"}
     assert table["pi01"]["components"]["hello"] == {"version": "1.0.0", "state": "running"}
     assert set(table["sim-0001"]["components"]) == {"com.example.Hello"}
+    # Both publish their online documents with an expiry, so both are aged by the broker.
+    from edge.fleet.reader import read_retained_messages
+    from edge.mqtt.paho_bus import BrokerAddress, PahoBus
+
+    reader = PahoBus(BrokerAddress.parse(mosquitto.url))
+    reader.connect(timeout=10)
+    try:
+        topics = ["edge/pi01/status", "edge/sim-0001/status"]
+        held = read_retained_messages(reader, topics, timeout=10)
+    finally:
+        reader.close()
+    for topic in topics:
+        expiry_s = json.loads(held[topic].payload)["expiry_s"]
+        assert held[topic].expiry is not None and 0 < held[topic].expiry <= expiry_s
 
     # The inventory's broker is the default, and its devices that never reported show.
     done = edgectl("fleet", "status", "--json", "--devices-dir", str(inventory))
@@ -223,7 +237,7 @@ def test_age_comes_from_the_broker_not_from_the_device_clock(
     # reporter does: one from a device whose clock is 3 h behind (a Pi after a power
     # cut, no time server yet), one whose clock is right but that the broker has held
     # for 1,000 s (the expiry it was sent with is that much shorter than it says).
-    from edge.agent.status import STATUS_EXPIRY_S
+    from edge.model.status import STATUS_EXPIRY_S
     from edge.mqtt.paho_bus import BrokerAddress, PahoBus
 
     def status(thing: str, timestamp: float) -> bytes:

@@ -73,7 +73,7 @@ def test_recent_counts_only_the_window() -> None:
 def test_an_online_document_carries_its_expiry_and_an_offline_one_does_not() -> None:
     # The reader's age of a document is its expiry_s minus what the broker left of the
     # message's expiry: the two must be the same number.
-    from edge.agent.status import STATUS_EXPIRY_S
+    from edge.model.status import STATUS_EXPIRY_S
 
     bus = RecordingBus()
     reporter = StatusReporter(bus, "pi01", lambda state: {"state": state}, heartbeat=30)
