@@ -52,6 +52,8 @@ def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
 
 
 _MID = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_MESSAGE_EXPIRY = 0x02  # the MQTT 5 property id of the Message Expiry Interval
 _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
@@ -102,9 +104,11 @@ class _DirectClient(mqtt.Client):
 
     def __init__(self, *args: Any, direct_writes: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # (topic, payload, qos, retain, dup, mid): receives plain messages (see
+        # (topic, payload, qos, retain, dup, mid, expiry): receives plain messages (see
         # ``_handle_publish``); it must not raise.
-        self.on_plain_message: Callable[[str, bytes, int, bool, bool, int], None] | None = None
+        self.on_plain_message: (
+            Callable[[str, bytes, int, bool, bool, int, int | None], None] | None
+        ) = None
         self._direct_writes = direct_writes
         self._write_lock = threading.RLock()  # re-entrant: paho may call back while writing
         self._held = threading.local()  # .acks: the PUBACKs this thread holds back, or None
@@ -133,10 +137,11 @@ class _DirectClient(mqtt.Client):
             return super().loop_write()
 
     def _handle_publish(self) -> MQTTErrorCode:
-        # A QoS 0 or 1 PUBLISH without properties (a trigger message), handed straight
-        # to ``on_plain_message``: paho would build a Properties object, an MQTTMessage
-        # and an MQTTMessageInfo (with its own Condition) for it, then look the topic
-        # up in its filtered callbacks. Anything else takes paho's own path.
+        # A QoS 0 or 1 PUBLISH without properties (a trigger message), or with only a
+        # Message Expiry Interval (a status document: ``fleet status`` reads thousands),
+        # handed straight to ``on_plain_message``: paho would build a Properties object,
+        # an MQTTMessage and an MQTTMessageInfo (with its own Condition) for it, then
+        # look the topic up in its filtered callbacks. Anything else takes paho's path.
         deliver = self.on_plain_message
         header, packet = self._in_packet["command"], self._in_packet["packet"]
         qos = (header & 0x06) >> 1
@@ -150,15 +155,23 @@ class _DirectClient(mqtt.Client):
                 return super()._handle_publish()
             (mid,) = _MID.unpack_from(packet, pos)
             pos += 2
-        if len(packet) <= pos or packet[pos] != 0:  # property length is not zero
+        if len(packet) <= pos:
+            return super()._handle_publish()
+        expiry: int | None = None
+        if packet[pos] == 0:  # no properties
+            start = pos + 1
+        elif packet[pos] == 5 and len(packet) >= pos + 6 and packet[pos + 1] == _MESSAGE_EXPIRY:
+            (expiry,) = _U32.unpack_from(packet, pos + 2)
+            start = pos + 6
+        else:
             return super()._handle_publish()
         try:
             topic = bytes(packet[2 : 2 + tlen]).decode("utf-8")
         except UnicodeDecodeError:
             return super()._handle_publish()
         with self._in_callback_mutex:
-            deliver(topic, bytes(packet[pos + 1 :]), qos, bool(header & 0x01),
-                    bool(header & 0x08), mid)
+            deliver(topic, bytes(packet[start:]), qos, bool(header & 0x01),
+                    bool(header & 0x08), mid, expiry)
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -525,11 +538,12 @@ class PahoBus:
             log.exception("error while receiving a message")
 
     def _on_plain_message(
-        self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, mid: int
+        self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, mid: int,
+        expiry: int | None,
     ) -> None:
         try:
             message = Message(topic=topic, payload=payload, qos=qos, retain=retain, dup=dup,
-                              properties={}, mid=mid)
+                              properties={}, mid=mid, expiry=expiry)
             self._subs.deliver(message, self.ack)
         except Exception:
             log.exception("error while receiving a message")

@@ -240,8 +240,9 @@ def test_publishes_queued_behind_a_full_in_flight_window_still_go_out(
 
 
 def test_plain_and_property_carrying_messages_arrive_alike(mosquitto: MosquittoBroker) -> None:
-    """A message without properties takes the short path (``_handle_publish``), one with
-    user properties paho's own; both arrive with every field."""
+    """A message without properties, or with only an expiry, takes the short path
+    (``_handle_publish``), one with user properties paho's own; all arrive with every
+    field."""
     got: list[Message] = []
     arrived = threading.Condition()
     bus = PahoBus(BrokerAddress.parse(mosquitto.url))
@@ -269,16 +270,25 @@ def test_plain_and_property_carrying_messages_arrive_alike(mosquitto: MosquittoB
         sender.publish("plain/a", b"\x00one", qos=1, timeout=10)
         sender.publish("plain/b", b"two", qos=0, retain=True)
         sender.publish("plain/c", b"three", qos=1, properties={"k": "v"}, timeout=10)
+        sender.publish("plain/d", b"four", qos=1, expiry=600, timeout=10)
+        sender.publish("plain/e", b"five", qos=1, expiry=600, properties={"k": "v"},
+                       timeout=10)  # fmt: skip
         with arrived:
-            assert arrived.wait_for(lambda: len(got) == 3, timeout=10)
+            assert arrived.wait_for(lambda: len(got) == 5, timeout=10)
         by_topic = {m.topic: m for m in got}
         a, b, c = by_topic["plain/a"], by_topic["plain/b"], by_topic["plain/c"]
+        d, e = by_topic["plain/d"], by_topic["plain/e"]
+        assert (d.payload, d.properties) == (b"four", {}) and d.expiry is not None
+        assert 590 <= d.expiry <= 600
+        assert (e.payload, e.properties) == (b"five", {"k": "v"}) and e.expiry is not None
+        assert a.expiry is None and c.expiry is None
         assert (a.payload, a.qos, a.retain, a.dup, a.properties) == (b"\x00one", 1, False,
                                                                       False, {})
         assert a.mid > 0
         assert (b.payload, b.qos, b.properties) == (b"two", 0, {})
         assert (c.payload, c.qos, c.properties) == (b"three", 1, {"k": "v"})
-        assert sorted(short) == ["plain/a", "plain/b"]  # plain/c had properties
+        # plain/c and plain/e had user properties; plain/d only its expiry
+        assert sorted(short) == ["plain/a", "plain/b", "plain/d"]
     finally:
         sender.publish("plain/b", b"", qos=0, retain=True)  # clear the retained message
         sender.close()
