@@ -107,6 +107,10 @@ class Agent:
             throttled=self._throttled,
         )
         self.store.on_space(self.intake.resume)
+        self.store.on_failure(
+            lambda why: self._fail(f"store commit failed: {why}; holding results and "
+                                   "acknowledgements")  # fmt: skip
+        )
         if isinstance(bus, AckBatching):  # a group commit's acknowledgements in one write
             self.store.callback_scope = bus.acks_held
         bus.on_connection_change(self.intake.on_connection)

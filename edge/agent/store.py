@@ -33,6 +33,7 @@ Three more duties live here because they must be atomic with those writes:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -268,6 +269,22 @@ def _sync_file_range() -> Callable[[int], None] | None:
     return start
 
 
+# SQLite's primary result codes for a disk that failed a read, write or sync, and a full one.
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+
+
+def _disk_error(exc: BaseException) -> OSError | None:
+    """``exc`` as an ``OSError`` when it is SQLite reporting a failing or full disk."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # (Python 3.11: the extended code)
+    if code == _SQLITE_IOERR:
+        return OSError(errno.EIO, f"store: {exc}")
+    if code == _SQLITE_FULL:
+        return OSError(errno.ENOSPC, f"store: {exc}")
+    return None
+
+
 class _Writeback:
     """The fsync of a commit, split in two so the thread can work in between.
 
@@ -426,6 +443,10 @@ class Store:
         self.callback_scope: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self._outbox_listeners: list[Callable[[], None]] = []
         self._space_listeners: list[Callable[[], None]] = []
+        self._failure_listeners: list[Callable[[str], None]] = []
+        # The first commit the disk failed (SQLite's own write or sync): for good, as a
+        # failed split sync (``_Writeback``), and for the same reason.
+        self._commit_failed: OSError | None = None
         self.commits = 0
         self.duplicates = 0
         # Byte accounting, kept in memory (read once at start) so ``full()`` is free.
@@ -689,6 +710,9 @@ class Store:
         that message's acknowledgement leaves. Cheap when nothing waits.
         OSError: the sync failed, and nothing that depends on it may leave; once
         one failed, every later call fails too (``sync_error``)."""
+        failed = self._commit_failed
+        if failed is not None:
+            raise OSError(failed.errno, f"an earlier commit failed: {failed.strerror}")
         if self._writeback is not None and self._writeback.pending:
             began = self._clock()
             self._writeback.wait()
@@ -698,9 +722,28 @@ class Store:
 
     @property
     def sync_error(self) -> str | None:
-        """Why the split sync failed for good (``durable``), or None."""
+        """Why the disk failed the store for good (a split sync, ``durable``, or a commit),
+        or None."""
         failed = self._writeback.failed if self._writeback is not None else None
+        failed = failed or self._commit_failed
         return None if failed is None else f"{failed.strerror or failed} (errno {failed.errno})"
+
+    def on_failure(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(why)`` once, when the disk fails a commit: nothing the store
+        takes after that can be promised (the agent stops; ``Agent._fail``)."""
+        self._failure_listeners.append(listener)
+
+    def _disk_failed(self, error: OSError, operations: int) -> None:
+        first = self._commit_failed is None
+        if first:
+            self._commit_failed = error
+        log.error("store commit failed: %s; %d operations not recorded", error, operations)
+        if first:
+            for listener in self._failure_listeners:
+                try:
+                    listener(str(error))
+                except Exception:
+                    log.exception("store failure listener failed")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before this call is committed (False: not within
@@ -853,11 +896,19 @@ class Store:
                 assert self._writeback is not None
                 self._writeback.begin()
             self._commit_cost = 0.8 * self._commit_cost + 0.2 * (self._clock() - began)
-        except Exception:
-            cur.execute("ROLLBACK")
-            log.exception("store commit failed; %d operations not recorded", len(batch))
+        except Exception as exc:
+            # SQLite rolls back by itself after an I/O error in the commit; a second
+            # ROLLBACK would raise and take the writer thread down with it.
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
             with self._bytes_lock:
                 self._seq_mark = self._seq_durable  # a lost reservation is asked for again
+            disk = _disk_error(exc)
+            if disk is not None and disk.errno == errno.EIO:
+                self._disk_failed(disk, len(batch))
+            else:
+                log.exception("store commit failed; %d operations not recorded", len(batch))
             return
         self._seen_max, self._seen_pruned_at = seen_max, pruned_at
         self._estimate_unsaved = 0 if estimate_saved else self._estimate_unsaved + len(result_sizes)
@@ -1003,16 +1054,33 @@ class Store:
                 rows = rows[:keep]
             if not rows:
                 return []
-            self._reader.execute("BEGIN IMMEDIATE")
-            try:
+            with self._reader_transaction():
                 self._reader.executemany(
                     "UPDATE outbox SET batch = ? WHERE id = ?", [(rows[0][0], r[0]) for r in rows]
                 )
-                self._reader.execute("COMMIT")
-            except Exception:
-                self._reader.execute("ROLLBACK")
-                raise
         return [OutboxRow(*r[:6]) for r in rows]
+
+    @contextlib.contextmanager
+    def _reader_transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT on the reader's connection (its lock held).
+
+        On a failure the transaction is rolled back unless SQLite already did (it does
+        after an I/O error in the commit, and a second ROLLBACK would raise in place
+        of the error that matters). A failing disk (an I/O error, a full disk) is
+        raised as ``OSError``: the sync loop reports it as its sink's failure, with
+        the reason, as it does the local sink's own disk."""
+        self._reader.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._reader.execute("COMMIT")
+        except Exception as exc:
+            if self._reader.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._reader.execute("ROLLBACK")
+            disk = _disk_error(exc)
+            if disk is not None:
+                raise disk from exc
+            raise
 
     def lanes(self, sink: str) -> list[str]:
         """The components with rows queued for ``sink``."""
@@ -1026,21 +1094,15 @@ class Store:
         if not ids:
             return
         freed: dict[str, int] = {}
-        with self._reader_lock:
-            self._reader.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                    chunk = list(ids[start : start + 500])
-                    marks = ",".join("?" * len(chunk))
-                    for sink, size in self._reader.execute(
-                        f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING sink, size",  # noqa: S608
-                        chunk,
-                    ).fetchall():
-                        freed[sink] = freed.get(sink, 0) + int(size)
-                self._reader.execute("COMMIT")
-            except Exception:
-                self._reader.execute("ROLLBACK")
-                raise
+        with self._reader_lock, self._reader_transaction():
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for sink, size in self._reader.execute(
+                    f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING sink, size",  # noqa: S608
+                    chunk,
+                ).fetchall():
+                    freed[sink] = freed.get(sink, 0) + int(size)
         with self._bytes_lock:
             for sink, size in freed.items():
                 self._outbox_bytes[sink] = self._outbox_bytes.get(sink, 0) - size
