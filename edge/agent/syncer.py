@@ -151,7 +151,7 @@ class Syncer:
             if records:
                 sink.write(records)
             self._store.outbox_delete(ids)
-        except CloudError as exc:
+        except (CloudError, OSError) as exc:  # OSError: the local sink's disk (EIO, ENOSPC)
             self._failed(name, component, str(exc))
             return False
         except Exception:  # a bug in one sink must not stop the others

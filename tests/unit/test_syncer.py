@@ -280,6 +280,31 @@ def test_the_loop_backs_off_and_retries_until_nothing_is_lost(
     assert syncer.snapshot()["local"]["last_error"] is None  # type: ignore[index]
 
 
+def test_a_disk_error_is_the_sinks_failure_with_its_reason(
+    store: Store, running: list[Syncer]
+) -> None:
+    # The local sink's disk failing (EIO, ENOSPC) is an outage like a cloud one: the
+    # status says what failed, the records wait, and it is retried.
+    retried = threading.Event()
+
+    class FailingDisk(ForeverBroken):
+        def write(self, records: Sequence[ResultRecord]) -> None:
+            if self.attempts == 1:  # the first failure is recorded before a retry
+                retried.set()
+            super().write(records)
+
+    broken = FailingDisk(error=OSError(5, "Input/output error"))
+    syncer = Syncer(store, {"local": {"comp": broken}})
+    fast_backoff(syncer, "local")
+    queue(store, ["local"], [result(1)])
+    syncer.start()
+    running.append(syncer)
+    assert retried.wait(WAIT)
+    snap = syncer.snapshot()["local"]
+    assert snap["last_error"] == "[Errno 5] Input/output error"  # type: ignore[index]
+    assert snap["records"] == 1  # type: ignore[index]
+
+
 def test_the_loop_survives_a_sink_that_raises_a_non_cloud_error(
     store: Store, running: list[Syncer]
 ) -> None:
