@@ -72,9 +72,9 @@ def register(app: typer.Typer) -> None:
 
         access = _access(devices_dir, broker_url)
         with render.progress_bar(not as_json) as progress:
-            bus, channel = connect(access, timeout=timeout)
+            bus, _ = connect(access, timeout=timeout)
             try:
-                result = prune(channel, dry_run=dry_run, timeout=timeout, progress=progress)
+                result = prune(bus, dry_run=dry_run, timeout=timeout, progress=progress)
             finally:
                 bus.close()
         if as_json:
@@ -86,26 +86,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _access(devices_dir: Path, explicit: str | None) -> BrokerAccess:
-    """The broker of the device files (or ``--broker``), with the operator's certificate
-    from ``certs/`` as deployments use it."""
-    from edge.deploy.direct import BrokerAccess, broker_access
+    """The broker of the device files (or ``--broker``), reached as deployments reach it."""
+    from edge.deploy.direct import broker_access
     from edge.fleet.view import choose_broker, load_known
     from edge.model.device import load_inventory
 
     url = choose_broker(load_known(devices_dir), explicit)
-    project = devices_dir.resolve().parent
     configs = load_inventory(devices_dir).values() if devices_dir.is_dir() else ()
     device = next((d for d in configs if d.broker.url == url), next(iter(configs), None))
-    if device is not None:
-        return broker_access(device, project, url)
-    certs = project / "certs"
-    cert, key, ca = certs / "edgectl.crt", certs / "edgectl.key", certs / "ca.crt"
-    return BrokerAccess(
-        url,
-        ca if ca.is_file() else None,
-        cert if cert.is_file() and key.is_file() else None,
-        key if cert.is_file() and key.is_file() else None,
-    )
+    return broker_access(device, devices_dir.resolve().parent, url)
 
 
 def _print_prune(result: PruneResult) -> None:

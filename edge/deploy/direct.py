@@ -212,36 +212,6 @@ class ControlChannel:
         wanted = list(topics)
         for topic in wanted:
             self.bus.subscribe(topic, self._on_retained, qos=1)
-        self._sync(timeout)
-        with self._cond:
-            found = {t: self._retained[t] for t in wanted if self._retained.get(t)}
-        for topic in wanted:
-            self.bus.unsubscribe(topic)
-        return found
-
-    def read_retained_matching(self, topic_filter: str, timeout: float = 10.0) -> dict[str, bytes]:
-        """Every retained message under ``topic_filter`` (wildcards allowed), by topic,
-        after one broker round trip."""
-        found: dict[str, bytes] = {}
-
-        def on_message(message: Message) -> None:
-            with self._cond:
-                if message.payload:
-                    found[message.topic] = message.payload
-                else:  # removed meanwhile
-                    found.pop(message.topic, None)
-
-        self.bus.subscribe(topic_filter, on_message, qos=1)
-        try:
-            self._sync(timeout)
-        finally:
-            self.bus.unsubscribe(topic_filter)
-        with self._cond:
-            return dict(found)
-
-    def _sync(self, timeout: float) -> None:
-        """Return once the broker has answered a message published after the subscriptions
-        made so far, and so has sent the retained messages they match."""
         token = secrets.token_hex(6)
         self.bus.subscribe(self._sync_topic, self._on_sync, qos=1)
         self.bus.publish(self._sync_topic, token.encode(), qos=1)
@@ -253,6 +223,10 @@ class ControlChannel:
                     raise BrokerError("the broker did not answer within "
                                       f"{timeout:g}s while reading retained documents")  # fmt: skip
                 self._cond.wait(remaining)
+            found = {t: self._retained[t] for t in wanted if self._retained.get(t)}
+        for topic in wanted:
+            self.bus.unsubscribe(topic)
+        return found
 
     def _on_retained(self, message: Message) -> None:
         with self._cond:
@@ -697,13 +671,19 @@ class DirectRequest:
     presign_expiry: int = PRESIGN_EXPIRY
 
 
-def broker_access(device: DeviceConfig, project: Path, override: str | None) -> BrokerAccess:
-    """The device file's broker, with the operator's certificate from ``certs/`` for TLS."""
-    url = override or device.broker.url
+def broker_access(
+    device: DeviceConfig | None, project: Path, override: str | None
+) -> BrokerAccess:
+    """The device file's broker (without one: ``override``, which is then required),
+    with the operator's certificate from ``certs/`` for TLS."""
+    if device is None and not override:
+        raise UsageError("no broker: pass --broker mqtt://HOST:PORT (or add devices/*.yaml)")
+    url = override or (device.broker.url if device is not None else "")
     certs = project / "certs"
     cert, key = certs / "edgectl.crt", certs / "edgectl.key"
-    ca = device.broker.ca or (certs / "ca.crt" if (certs / "ca.crt").is_file() else None)
-    client = device.broker.client
+    ca = device.broker.ca if device is not None else None
+    ca = ca or (certs / "ca.crt" if (certs / "ca.crt").is_file() else None)
+    client = device.broker.client if device is not None else "paho"
     if cert.is_file() and key.is_file():
         return BrokerAccess(url, ca, cert, key, client=client)
     return BrokerAccess(url, ca, client=client)

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.deploy.direct import ControlChannel
 from edge.errors import ValidationError
+from edge.fleet.reader import read_retained
 from edge.model.deployment import (
     ARTIFACT_PREFIX,
     artifact_chunk_topic,
@@ -90,12 +90,17 @@ def _thing_of(topic: str) -> str:
 
 
 def survey(
-    channel: ControlChannel, timeout: float = 10.0
+    bus: Bus, timeout: float = 10.0
 ) -> tuple[list[StoredArtifact], list[str], list[str]]:
     """The artifacts on the broker (each with the devices that need it), the manifest
-    topics that do not parse, and the desired-state topics that do not parse."""
-    manifests = channel.read_retained_matching(MANIFESTS, timeout)
-    desired = channel.read_retained_matching(DESIRED_STATES, timeout)
+    topics that do not parse, and the desired-state topics that do not parse.
+
+    Read as ``fleet status`` reads status documents (QoS 0 and an end-of-burst marker,
+    ``edge.fleet.reader``): at QoS 1 a broker with Mosquitto's default queue limits
+    drops retained messages beyond about a thousand, and a desired state missed here
+    would cost its device the artifact it still needs."""
+    manifests = read_retained(bus, [MANIFESTS], timeout=timeout)
+    desired = read_retained(bus, [DESIRED_STATES], timeout=timeout)
     needed: dict[str, list[str]] = {}
     ignored: list[str] = []
     for topic, raw in sorted(desired.items()):
@@ -136,21 +141,21 @@ def remove_artifact(bus: Bus, artifact: StoredArtifact) -> None:
 
 
 def prune(
-    channel: ControlChannel,
+    bus: Bus,
     *,
     dry_run: bool = False,
     timeout: float = 10.0,
     progress: Progress | None = None,
 ) -> PruneResult:
     """Remove every retained artifact that no retained desired state names."""
-    stored, unreadable, ignored = survey(channel, timeout)
+    stored, unreadable, ignored = survey(bus, timeout)
     kept = tuple(a for a in stored if a.needed_by)
     removed = tuple(a for a in stored if not a.needed_by)
     if not dry_run:
         if progress is not None:
             progress("prune", 0, len(removed))
         for done, artifact in enumerate(removed, 1):
-            remove_artifact(channel.bus, artifact)
+            remove_artifact(bus, artifact)
             if progress is not None:
                 progress("prune", done, len(removed))
     return PruneResult(kept, removed, tuple(unreadable), tuple(ignored), dry_run)

@@ -187,9 +187,7 @@ def classify(
     deployment = _deployment(doc.body.get("deployment"))
     seen = (now - age) if age is not None else doc.timestamp
     last_seen = datetime.fromtimestamp(seen, UTC) if seen is not None else None
-    silent = (now - doc.timestamp) if doc.timestamp is not None else None
-    if age is not None:
-        silent = age
+    silent = (now - seen) if seen is not None else None
     backlog = _backlog(doc.body.get("outbox"))
     errors: list[str] = []
     state: DeviceState

@@ -159,8 +159,9 @@ def connect(
 def read_retained(
     bus: Bus, topics: list[str], *, timeout: float = DEFAULT_TIMEOUT
 ) -> dict[str, bytes]:
-    """The retained payload of each of ``topics`` (absent when none), read with the same
-    end-of-burst marker as ``StatusFeed``."""
+    """The retained payload on each of ``topics`` (absent when none; a filter with
+    wildcards brings every topic it matches), read with the same end-of-burst marker
+    as ``StatusFeed``."""
     return {t: m.payload for t, m in read_retained_messages(bus, topics, timeout=timeout).items()}
 
 

@@ -138,6 +138,8 @@ _dumps = _make_dumps()
 
 
 def _encode_result(value: Any) -> tuple[str, bytes]:
+    if type(value) is dict or type(value) is list:  # the usual result, first
+        return "application/json", _dumps(value).encode()
     if value is None:
         return "none", b""
     if isinstance(value, bytes | bytearray | memoryview):
@@ -266,8 +268,7 @@ def serve(inp_fd: int, out_fd: int) -> int:
         call=channel.call,
     )
     # Bound once: this loop's own cost is what the channel adds to a bare pipe.
-    read_invoke, monotonic, tag = inp.read_invoke, time.monotonic, _TAG
-    parse, dumps = _parse, _dumps
+    read_invoke, monotonic, tag, parse = inp.read_invoke, time.monotonic, _TAG, _parse
     while True:
         try:
             invoke = read_invoke()
@@ -303,10 +304,7 @@ def serve(inp_fd: int, out_fd: int) -> int:
             error = error_record(exc)
         else:
             try:
-                if type(value) is dict or type(value) is list:  # the usual result: JSON
-                    content_type, body = "application/json", dumps(value).encode()
-                else:
-                    content_type, body = _encode_result(value)
+                content_type, body = _encode_result(value)
             except (TypeError, ValueError, RecursionError) as exc:
                 error = error_record(exc, "Runtime.MarshalError")
                 error["errorMessage"] = f"Unable to marshal response: {exc}"

@@ -343,20 +343,11 @@ def whole_frame(chunk: bytes) -> tuple[dict[str, Any], bytes] | None:
     or oversized lengths: the buffered reader deals with those)."""
     size = len(chunk)
     if size >= 8 + _RESULT_HEAD.size and chunk[4] == _RESULT:
-        # The usual answer, a compact ok result, read straight from the chunk: the
-        # agent reads one per invocation.
-        hlen, _, content_type, flags, duration = _RESULT_FRAME.unpack_from(chunk)
-        if (_RESULT_HEAD.size <= hlen <= size - 8 and content_type < len(_CONTENT_TYPES)
-                and _LEN.unpack_from(chunk, 4 + hlen)[0] == size - 8 - hlen):
-            try:
-                request_id = chunk[4 + _RESULT_HEAD.size : 4 + hlen].decode()
-            except UnicodeDecodeError as exc:
-                raise ProtocolError(f"bad compact header: {exc}") from exc
-            header = {"type": "result", "request_id": request_id, "ok": True,
-                      "content_type": _CONTENT_TYPES[content_type], "duration_ms": duration}
-            if flags & 1:
-                header["logged"] = True
-            return header, chunk[8 + hlen :]
+        # The usual answer, a compact ok result: its lengths checked straight from the
+        # chunk (the agent reads one per invocation).
+        (hlen,) = _LEN.unpack_from(chunk)
+        if hlen <= size - 8 and _LEN.unpack_from(chunk, 4 + hlen)[0] == size - 8 - hlen:
+            return _decode_compact(chunk[4 : 4 + hlen]), chunk[8 + hlen :]
     if frame_size(chunk) != size:
         return None
     (hlen,) = _LEN.unpack_from(chunk, 0)

@@ -6,11 +6,9 @@ again."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge.model.deployment import ARTIFACT_PREFIX
@@ -22,31 +20,13 @@ pytestmark = pytest.mark.integration
 
 
 def retained(broker: MosquittoBroker, topic_filter: str) -> dict[str, bytes]:
-    """What the broker retains under ``topic_filter``, read with a client of the test's own:
-    the retained messages come before the answer to a message published afterwards."""
-    found: dict[str, bytes] = {}
-    done = threading.Event()
-    marker = f"test/sync/{uuid.uuid4().hex}"
-
-    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == marker:
-            done.set()
-        elif msg.payload:
-            found[msg.topic] = msg.payload
-
-    client = broker.paho_client(f"reader-{uuid.uuid4().hex[:8]}")
-    client.on_message = on_message
-    client.connect(broker.host, broker.port)
-    client.loop_start()
+    """What the broker retains under ``topic_filter``, read by a probe of the test's own."""
+    probe = Probe(broker)
     try:
-        client.subscribe(topic_filter, qos=1)
-        client.subscribe(marker, qos=1)
-        client.publish(marker, b"x", qos=1)
-        assert done.wait(10), "the broker did not answer"
+        probe.follow(topic_filter)  # returns after a round trip behind the retained burst
+        return {m.topic: m.payload for m in probe.on("") if m.retain and m.payload}
     finally:
-        client.loop_stop()
-        client.disconnect()
-    return found
+        probe.close()
 
 
 def artifacts_of(broker: MosquittoBroker) -> dict[str, set[str]]:

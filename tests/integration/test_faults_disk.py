@@ -9,15 +9,17 @@ Python's ``os.fdatasync`` and SQLite's own syncs alike."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness.agent import AgentRunner, Probe, write_component
+from tests.harness.agent import REPO, AgentRunner, Probe, write_component
 
 pytestmark = pytest.mark.integration
 
@@ -155,11 +157,6 @@ def test_a_commit_the_disk_fails_is_fatal_for_the_store_not_for_its_writer(
     # Before, the ROLLBACK after SQLite's own failed COMMIT raised ("no transaction is
     # active": SQLite had rolled back already) and killed the writer thread: the agent
     # then neither took nor acknowledged anything, and never exited.
-    import os
-    import sys
-
-    from tests.harness.agent import REPO
-
     trigger = tmp_path / "fail-syncs-now"
     env = {**os.environ, "LD_PRELOAD": str(failing_sync), "EDGE_TEST_FAIL_SYNC": str(trigger)}
     done = subprocess.run([sys.executable, "-c", STORE_SCRIPT, str(tmp_path), str(trigger)],
