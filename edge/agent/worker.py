@@ -8,8 +8,9 @@ reported; the caller decides whether to start another.
 
 Two runtimes speak the same protocol (``edge.runtime.protocol``): Python
 (``python -m edge.runtime.bootstrap``, channel on its stdin/stdout) and Node.js
-(``node edge/runtime/node/bootstrap.js``, channel on two extra pipe fds, since
-Node cannot move its own stdout aside).
+(``node edge/runtime/node/bootstrap.js``, channel on two extra fds, since Node
+cannot move its own stdout aside). The channel is a Unix stream socket pair, not
+a pipe: see ``_FrameReader`` for why.
 
 While an invocation runs the worker may *call* the agent (``{"type": "call"}``
 frames, e.g. ``context.invoke_self``); the agent answers each with a
@@ -25,12 +26,14 @@ record and the worker is replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -51,7 +54,7 @@ from edge.runtime.protocol import (
     encode_frame,
     encode_invoke,
     frame_size,
-    read_whole,
+    take_whole,
     write_all,
 )
 
@@ -61,6 +64,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct(">I")
+# ``struct timeval`` for SO_RCVTIMEO: two C longs, or two 64-bit fields where a
+# 32-bit system has moved to a 64-bit time_t.
+_TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
 NODE_BOOTSTRAP = RUNTIME_DIR / "node" / "bootstrap.js"
 GGV1_PATH = RUNTIME_DIR / "ggv1"
@@ -150,22 +156,34 @@ OutputSink = Callable[[str, str], None]  # (line, request id or "")
 
 
 class _FrameReader:
-    """Reads frames from a pipe with a deadline, so a stalled worker cannot stall us.
+    """Reads frames from the agent's end of the worker's socket, with a deadline, so a
+    stalled worker cannot stall us.
 
-    The fd is non-blocking and a read comes first: a worker's answer is often
-    there already (it ran while the agent finished its write, or while the agent
-    concluded the previous record), and then it costs one read and no wait. Only
-    when nothing is there does it wait, with ``poll(2)`` directly (a
-    ``selectors`` wait costs twice as much in Python for one fd). Each read takes
-    up to 64 KiB, so a small frame comes in one.
+    The socket stays blocking, with the kernel's receive timeout (``SO_RCVTIMEO``)
+    set to the time left: a caller that waits for an answer sleeps in the read
+    itself, and its wake-up costs one system call where ``poll`` and a read cost
+    two (a tenth of a round trip on a VM). The timeout is set only when it is off
+    by more than a little (a component's invocations all have the same one), and
+    the deadline is checked again after every wake-up. A read that must not wait
+    (``read_now``) passes ``MSG_DONTWAIT``. Each read takes up to 64 KiB, so a
+    small frame comes in one.
+
+    Where the kernel refuses the timeout (a ``timeval`` layout this Python does
+    not know), the reader waits with ``poll`` before each read instead.
     """
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(
+        self, sock: socket.socket, timevals: Sequence[struct.Struct] = _TIMEVALS
+    ) -> None:
+        self._sock = sock
+        self._timevals = timevals
+        self._fd = sock.fileno()
         self._buf = bytearray()
-        os.set_blocking(fd, False)
+        sock.setblocking(True)
+        self._timeout = 0.0  # SO_RCVTIMEO as set on the socket; 0: none (wait for good)
+        self._kernel_timeout = True
         self._poll: select.poll | None = select.poll()
-        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._fd, select.POLLIN)
 
     @property
     def fd(self) -> int:
@@ -174,21 +192,21 @@ class _FrameReader:
     def read_now(self) -> tuple[dict[str, Any], bytes] | None:
         """A whole frame if one is there without waiting, else None (a part of one
         stays buffered for the next read)."""
-        if not self._buf:
+        if self._poll is None:
+            raise EOFError("reader closed")
+        if not self.buffered_frame():
             try:
-                whole = read_whole(self._fd, self._buf)
-            except BlockingIOError:
-                return None
-            if whole is not None:
-                return whole
-        elif not self.buffered_frame():
-            try:
-                chunk = os.read(self._fd, 65536)
+                chunk = self._sock.recv(65536, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return None
             if not chunk:
                 raise EOFError("worker closed its channel")
-            self._buf += chunk
+            if not self._buf:
+                whole = take_whole(chunk, self._buf)
+                if whole is not None:
+                    return whole
+            else:
+                self._buf += chunk
         return self.read(None) if self.buffered_frame() else None
 
     def buffered_frame(self) -> bool:
@@ -196,61 +214,88 @@ class _FrameReader:
         size = frame_size(self._buf)
         return size is not None and len(self._buf) >= size
 
-    def wait(self, deadline: float | None) -> bool:
-        """Wait for input until ``deadline``: True when there is some (False: woken early,
-        look again); ``TimeoutError`` once the deadline has passed."""
-        if self._poll is None:
+    def _recv(self, deadline: float | None, size: int = 65536) -> bytes:
+        """One read of up to ``size`` bytes, waiting until ``deadline`` (None: for good)
+        for there to be something; ``TimeoutError`` once it has passed, ``EOFError``
+        on a close."""
+        poll = self._poll
+        if poll is None:
             raise EOFError("reader closed")
-        if deadline is None:
-            return bool(self._poll.poll())
-        timeout = deadline - time.monotonic()
-        if timeout <= 0:
-            raise TimeoutError
-        # Round up: poll's unit is 1 ms, and 0 would spin until the deadline.
-        return bool(self._poll.poll(math.ceil(timeout * 1000)))
-
-    def _fill(self, need: int, deadline: float | None) -> None:
-        while len(self._buf) < need:
-            if not self.wait(deadline):
-                continue  # the loop re-checks the deadline
-            try:
-                chunk = os.read(self._fd, max(65536, need - len(self._buf)))
-            except BlockingIOError:
-                continue  # readable turned out to mean nothing yet
+        while True:
+            if deadline is None:
+                left = 0.0
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+            if not self._kernel_timeout:
+                # Round up: poll's unit is 1 ms, and 0 would spin until the deadline.
+                if not poll.poll(None if deadline is None else math.ceil(left * 1000)):
+                    continue  # the loop re-checks the deadline
+                try:
+                    chunk = self._sock.recv(size, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue  # readable turned out to mean nothing yet
+            else:
+                # Set anew only when the timeout on the socket is none where one is
+                # needed, too long by over a millisecond, or too short by a tenth.
+                timeout = self._timeout
+                if (not timeout) != (not left) or timeout > left + 0.001 \
+                        or timeout < left * 0.9:
+                    self._set_timeout(left)
+                    continue
+                try:
+                    chunk = self._sock.recv(size)
+                except BlockingIOError:
+                    continue  # the timeout ran out: the loop checks the deadline
             if not chunk:
                 raise EOFError("worker closed its channel")
-            self._buf += chunk
+            return chunk
+
+    def _set_timeout(self, seconds: float) -> None:
+        micros = math.ceil(seconds * 1e6)
+        for layout in self._timevals:
+            try:
+                self._sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVTIMEO, layout.pack(*divmod(micros, 1_000_000))
+                )
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                continue
+            self._timeout = micros / 1e6
+            return
+        self._kernel_timeout = False
 
     def read(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
+        buf = self._buf
         # The usual case: nothing left over, and one read brings one whole frame.
-        while not self._buf:
-            try:
-                whole = read_whole(self._fd, self._buf)
-            except BlockingIOError:  # nothing there yet
-                self.wait(deadline)  # (TimeoutError once the deadline has passed)
-                continue
-            except EOFError:
-                raise EOFError("worker closed its channel") from None
+        if not buf:
+            whole = take_whole(self._recv(deadline), buf)
             if whole is not None:
                 return whole
         self._fill(4, deadline)
-        (hlen,) = _LEN.unpack_from(self._buf, 0)
+        (hlen,) = _LEN.unpack_from(buf, 0)
         if hlen > MAX_HEADER:
             raise ProtocolError(f"header length {hlen} exceeds {MAX_HEADER}")
         self._fill(4 + hlen + 4, deadline)
-        (blen,) = _LEN.unpack_from(self._buf, 4 + hlen)
+        (blen,) = _LEN.unpack_from(buf, 4 + hlen)
         if blen > MAX_BODY:
             raise ProtocolError(f"body length {blen} exceeds {MAX_BODY}")
         total = 4 + hlen + 4 + blen
         self._fill(total, deadline)
-        view = memoryview(self._buf)
+        view = memoryview(buf)
         try:
             header = decode_header(view[4 : 4 + hlen].tobytes())
             body = view[4 + hlen + 4 : total].tobytes()
         finally:
             view.release()
-        del self._buf[:total]
+        del buf[:total]
         return header, body
+
+    def _fill(self, need: int, deadline: float | None) -> None:
+        while len(self._buf) < need:
+            self._buf += self._recv(deadline, max(65536, need - len(self._buf)))
 
     def close(self) -> None:
         self._poll = None
@@ -273,7 +318,8 @@ class Worker:
         self._slot = memory_slot
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: _FrameReader | None = None
-        self._chan: IO[bytes] | None = None
+        self._chan: socket.socket | None = None  # the agent's end, written to
+        self._chan_in: socket.socket | None = None  # read from (Node.js: a second socket)
         self._log_stream: IO[bytes] | None = None
         self._log_thread: threading.Thread | None = None
         self._tail: deque[str] = deque(maxlen=20)  # last output lines, to explain a death
@@ -308,11 +354,7 @@ class Worker:
             # glibc reserves 64 MiB of address space per malloc arena and thread;
             # two arenas keep a small worker small.
             env.setdefault("MALLOC_ARENA_MAX", "2")
-            return [spec.python, "-m", "edge.runtime.bootstrap"], {
-                "stdin": subprocess.PIPE,
-                "stdout": subprocess.PIPE,
-                "stderr": subprocess.PIPE,
-            }
+            return [spec.python, "-m", "edge.runtime.bootstrap"], {"stderr": subprocess.PIPE}
         if spec.language == "nodejs":
             node = shutil.which(spec.node) or spec.node
             args = [node]
@@ -335,48 +377,40 @@ class Worker:
         env = dict(os.environ)
         env.update(self.spec.environment)
         argv, popen = self._command(env)
+        # The channel: Unix stream sockets, not pipes (see _FrameReader). Python's
+        # worker has one, on its stdin and stdout; Node.js gets one per direction,
+        # as extra fds named in the environment: its reading socket is made
+        # non-blocking by Node, and its blocking writes need a socket of their own.
         node = self.spec.language == "nodejs"
-        child_fds: tuple[int, ...] = ()
+        chan, child = socket.socketpair()
+        chan_in, child_out = socket.socketpair() if node else (chan, child)
+        child_fds = (child.fileno(), child_out.fileno())
         if node:
-            # Channel on two extra pipes: fd numbers passed in the environment.
-            to_child_r, to_child_w = os.pipe()
-            from_child_r, from_child_w = os.pipe()
-            child_fds = (to_child_r, from_child_w)
-            env["EDGE_CHANNEL_IN"] = str(to_child_r)
-            env["EDGE_CHANNEL_OUT"] = str(from_child_w)
+            env["EDGE_CHANNEL_IN"], env["EDGE_CHANNEL_OUT"] = map(str, child_fds)
+            popen.update(pass_fds=child_fds)
+        else:
+            popen.update(stdin=child.fileno(), stdout=child.fileno())
         try:
             self._proc = subprocess.Popen(
-                argv,
-                cwd=str(self.spec.folder),
-                env=env,
-                start_new_session=True,
-                pass_fds=child_fds,
-                **popen,
+                argv, cwd=str(self.spec.folder), env=env, start_new_session=True, **popen
             )
         except OSError as exc:
-            for fd in child_fds:
-                os.close(fd)
+            chan.close()
+            chan_in.close()
             raise WorkerDied(
                 Outcome.failure("Runtime.InitError", f"cannot start {argv[0]}: {exc}")
             ) from None
+        finally:
+            child.close()
+            child_out.close()
         if self._slot is not None:
             try:
                 self._slot.attach(self._proc.pid)
             except OSError as exc:
                 log.warning("worker %d not moved into its cgroup: %s", self._proc.pid, exc)
-        if node:
-            for fd in child_fds:
-                os.close(fd)
-            self._chan = os.fdopen(to_child_w, "wb", buffering=0)
-            read_fd = from_child_r
-            self._log_stream = self._proc.stdout
-        else:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            self._chan = self._proc.stdin
-            read_fd = self._proc.stdout.fileno()
-            self._log_stream = self._proc.stderr
-        self._read_fd_owned = from_child_r if node else None
-        self._reader = _FrameReader(read_fd)
+        self._chan, self._chan_in = chan, chan_in
+        self._log_stream = self._proc.stderr or self._proc.stdout
+        self._reader = _FrameReader(chan_in)
         self._log_thread = threading.Thread(
             target=self._pump_output, name=f"worker-log-{self._proc.pid}", daemon=True
         )
@@ -476,13 +510,6 @@ class Worker:
             request_id=request_id, topic=topic, payload=payload, encoding=encoding,
             timeout=timeout, extra=extra,
         )
-        reader = self._reader
-        if sent.error is None and reader is not None:
-            # Just sent, so not answered yet: wait before the first read (a read that
-            # finds nothing costs a system call and an exception). A timeout or a
-            # close is what the read in ``await_outcome`` then reports.
-            with contextlib.suppress(TimeoutError, EOFError):
-                reader.wait(sent.deadline)
         return self.await_outcome(sent, on_call)
 
     def send_invoke(
@@ -551,8 +578,9 @@ class Worker:
         if not any(fd == reader.fd for fd, _ in ready):
             return None
         try:
-            # A frame not whole within 2 ms stays buffered for the next reader.
-            return reader.read(time.monotonic() + 0.002)
+            # Readable: usually a whole frame, taken without touching the receive
+            # timeout; one not whole within 2 ms stays buffered for the next reader.
+            return reader.read_now() or reader.read(time.monotonic() + 0.002)
         except (TimeoutError, EOFError, ProtocolError, OSError):
             return None
 
@@ -684,21 +712,9 @@ class Worker:
             self._slot.close()
 
     def _close_streams(self) -> None:
-        proc = self._proc
-        streams: list[IO[bytes] | None] = [self._chan]
-        if proc is not None:
-            streams.append(proc.stdin)
-            if self.spec.language == "python":
-                streams.append(proc.stdout)  # the channel; Node's stdout is its log
-        for stream in streams:
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        fd = getattr(self, "_read_fd_owned", None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            self._read_fd_owned = None
+        for sock in (self._chan, self._chan_in):
+            if sock is not None:
+                sock.close()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -309,13 +309,17 @@ class FrameReader:
 
 
 def read_whole(fd: int, buf: bytearray) -> tuple[dict[str, Any], bytes] | None:
-    """One read into an empty ``buf``: the usual case is that it brings exactly one
-    frame, returned as parsed from the chunk (no buffer, no copies); otherwise the
-    bytes go into ``buf`` for the caller's reassembly, and None. ``EOFError`` on a
-    close."""
+    """One read into an empty ``buf``, then ``take_whole``. ``EOFError`` on a close."""
     chunk = os.read(fd, 65536)
     if not chunk:
         raise EOFError("channel closed")
+    return take_whole(chunk, buf)
+
+
+def take_whole(chunk: bytes, buf: bytearray) -> tuple[dict[str, Any], bytes] | None:
+    """What one read into an empty ``buf`` brought: the usual case is exactly one
+    frame, returned as parsed from the chunk (no buffer, no copies); otherwise the
+    bytes go into ``buf`` for the caller's reassembly, and None."""
     try:
         whole = whole_frame(chunk)
     except ProtocolError:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -122,11 +123,12 @@ exports.bad = async () => { throw new Error('no'); };
 
 @contextlib.contextmanager
 def node_channel(folder: Path, handler: str) -> Iterator[tuple[int, int]]:
-    """The Node.js bootstrap on two bare pipes, initialised with ``handler``:
-    (fd to write frames to it, fd to read its raw frames from)."""
+    """The Node.js bootstrap on two bare socket pairs, as the agent starts it,
+    initialised with ``handler``: (fd to write frames to it, fd to read its raw
+    frames from)."""
     (folder / "index.js").write_text(FRAMES)
-    to_r, to_w = os.pipe()
-    from_r, from_w = os.pipe()
+    to_w, to_r = (sock.detach() for sock in socket.socketpair())
+    from_r, from_w = (sock.detach() for sock in socket.socketpair())
     env = dict(os.environ, EDGE_CHANNEL_IN=str(to_r), EDGE_CHANNEL_OUT=str(from_w))
     proc = subprocess.Popen(["node", str(NODE_BOOTSTRAP)], env=env, pass_fds=(to_r, from_w),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

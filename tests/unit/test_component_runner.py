@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import textwrap
 import threading
 import time
@@ -22,6 +21,7 @@ from edge.agent.component import ComponentRunner, Finished
 from edge.agent.store import IntakeRecord
 from edge.model.component import ComponentManifest, load_component
 from edge.sync.records import ResultRecord, request_id_for, result_id_for
+from tests.harness.gate import Gate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "workers"
 WAIT = 10.0
@@ -129,40 +129,6 @@ def intake(
 ) -> IntakeRecord:
     body = raw if raw is not None else json.dumps(payload).encode()
     return IntakeRecord(seq, NAME, topic, body, {}, received_at=1700000000.0 + seq)
-
-
-class Gate:
-    """A localhost socket the ``gate`` handler connects to: the test sees each handler
-    start (with its pid) and decides when it may return."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(WAIT)
-        self.port = self._server.getsockname()[1]
-        self._open: list[socket.socket] = []
-
-    def arrived(self, timeout: float = WAIT) -> int:
-        """Wait for one handler to start; its worker's pid."""
-        self._server.settimeout(timeout)
-        conn, _ = self._server.accept()
-        conn.settimeout(WAIT)
-        self._open.append(conn)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(64)
-            assert chunk, "handler hung up"
-            data += chunk
-        return int(data)
-
-    def release_all(self) -> None:
-        for conn in self._open:
-            conn.sendall(b"go")
-            conn.close()
-        self._open.clear()
-
-    def close(self) -> None:
-        self.release_all()
-        self._server.close()
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """The worker framing: ``write_frame``/``read_frame`` on streams, and the agent's
-deadline-bound ``_FrameReader`` on a real pipe."""
+deadline-bound ``_FrameReader`` on a real socket pair."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import socket
 import struct
 import threading
 import time
@@ -118,16 +119,22 @@ def test_garbage_header_is_a_protocol_error(header: bytes, match: str) -> None:
         read_frame(io.BytesIO(frame(header)))
 
 
-# -- _FrameReader: the agent's side, on a real pipe, with deadlines ---------------------
+# -- _FrameReader: the agent's side, on a real socket pair, with deadlines -----------
+
+
+def socket_reader() -> tuple[_FrameReader, socket.socket, int]:
+    """A reader on one end of a socket pair, its socket, and the other end's raw fd
+    (written with ``os.write`` as a worker writes, and closed to signal EOF)."""
+    ours, theirs = socket.socketpair()
+    return _FrameReader(ours), ours, theirs.detach()
 
 
 @pytest.fixture
-def pipe() -> Iterator[tuple[_FrameReader, int]]:
-    rfd, wfd = os.pipe()
-    reader = _FrameReader(rfd)
+def chan() -> Iterator[tuple[_FrameReader, int]]:
+    reader, sock, wfd = socket_reader()
     yield reader, wfd
     reader.close()
-    os.close(rfd)
+    sock.close()
     with contextlib.suppress(OSError):  # the test may have closed it to signal EOF
         os.close(wfd)
 
@@ -137,41 +144,41 @@ def soon(seconds: float = 5.0) -> float:
 
 
 def test_reader_returns_frames_written_in_one_chunk_in_order(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
-    reader, wfd = pipe
+    reader, wfd = chan
     os.write(wfd, encode({"type": "a"}, b"1") + encode({"type": "b"}, b"22"))
     assert reader.read(soon()) == ({"type": "a"}, b"1")
     assert reader.read(soon()) == ({"type": "b"}, b"22")
 
 
 def test_reader_reassembles_a_frame_written_byte_by_byte(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
-    reader, wfd = pipe
+    reader, wfd = chan
     for byte in encode({"type": "result", "ok": True}, b"payload"):
         os.write(wfd, bytes([byte]))
     assert reader.read(soon()) == ({"type": "result", "ok": True}, b"payload")
 
 
-def test_reader_times_out_when_nothing_arrives(pipe: tuple[_FrameReader, int]) -> None:
-    reader, _ = pipe
+def test_reader_times_out_when_nothing_arrives(chan: tuple[_FrameReader, int]) -> None:
+    reader, _ = chan
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         reader.read(time.monotonic() + 0.05)
     assert time.monotonic() - started < 2.0
 
 
-def test_reader_with_a_past_deadline_times_out_at_once(pipe: tuple[_FrameReader, int]) -> None:
-    reader, _ = pipe
+def test_reader_with_a_past_deadline_times_out_at_once(chan: tuple[_FrameReader, int]) -> None:
+    reader, _ = chan
     with pytest.raises(TimeoutError):
         reader.read(time.monotonic() - 1)
 
 
 def test_reader_times_out_on_half_a_frame_and_keeps_what_it_has(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
-    reader, wfd = pipe
+    reader, wfd = chan
     raw = encode({"type": "result"}, b"body")
     os.write(wfd, raw[:7])
     with pytest.raises(TimeoutError):
@@ -181,26 +188,26 @@ def test_reader_times_out_on_half_a_frame_and_keeps_what_it_has(
 
 
 def test_reader_sees_eof_when_the_writer_closes_mid_frame(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
-    reader, wfd = pipe
+    reader, wfd = chan
     os.write(wfd, encode({"type": "result"}, b"body")[:9])
     os.close(wfd)
     with pytest.raises(EOFError):
         reader.read(soon())
 
 
-def test_reader_sees_eof_on_a_clean_close(pipe: tuple[_FrameReader, int]) -> None:
-    reader, wfd = pipe
+def test_reader_sees_eof_on_a_clean_close(chan: tuple[_FrameReader, int]) -> None:
+    reader, wfd = chan
     os.close(wfd)
     with pytest.raises(EOFError):
         reader.read(soon())
 
 
 def test_reader_refuses_an_oversized_header_without_waiting_for_it(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
-    reader, wfd = pipe
+    reader, wfd = chan
     os.write(wfd, _LEN.pack(0xFFFFFFFF))
     # No deadline: if the reader tried to buffer 4 GiB it would block forever.
     with pytest.raises(ProtocolError, match="header length"):
@@ -208,24 +215,24 @@ def test_reader_refuses_an_oversized_header_without_waiting_for_it(
 
 
 def test_reader_refuses_an_oversized_body_without_waiting_for_it(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
-    reader, wfd = pipe
+    reader, wfd = chan
     os.write(wfd, _LEN.pack(12) + b'{"type":"x"}' + _LEN.pack(MAX_BODY + 1))
     with pytest.raises(ProtocolError, match="body length"):
         reader.read(None)
 
 
 @pytest.mark.parametrize("header", [b"junk!", b"[]", b'{"ok": true}', b"\x00\x01\x02"])
-def test_reader_refuses_junk_headers(pipe: tuple[_FrameReader, int], header: bytes) -> None:
-    reader, wfd = pipe
+def test_reader_refuses_junk_headers(chan: tuple[_FrameReader, int], header: bytes) -> None:
+    reader, wfd = chan
     os.write(wfd, frame(header))
     with pytest.raises(ProtocolError):
         reader.read(soon())
 
 
-def test_read_now_takes_only_what_is_there(pipe: tuple[_FrameReader, int]) -> None:
-    reader, wfd = pipe
+def test_read_now_takes_only_what_is_there(chan: tuple[_FrameReader, int]) -> None:
+    reader, wfd = chan
     assert reader.read_now() is None  # nothing written: no wait, no frame
     whole = frame(b'{"type":"result"}', b"body")
     os.write(wfd, whole[:7])
@@ -236,17 +243,80 @@ def test_read_now_takes_only_what_is_there(pipe: tuple[_FrameReader, int]) -> No
 
 
 def test_garbage_found_by_read_now_is_found_again_by_the_next_read(
-    pipe: tuple[_FrameReader, int],
+    chan: tuple[_FrameReader, int],
 ) -> None:
     """The agent's receiving thread peeks with ``read_now`` and leaves the reply to
     the worker's own thread; garbage it saw must reach that thread as garbage (a
     protocol error), not as a silence that ends in a timeout."""
-    reader, wfd = pipe
+    reader, wfd = chan
     os.write(wfd, frame(b"junk!"))
     with pytest.raises(ProtocolError):
         reader.read_now()
     with pytest.raises(ProtocolError):
         reader.read(soon(0.5))
+
+
+def receive_timeout(sock: socket.socket) -> float:
+    sec, usec = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    return float(sec + usec / 1e6)
+
+
+def test_the_reader_waits_in_the_read_with_the_kernel_timeout_set_only_when_off() -> None:
+    """The wait for an answer is the read itself (SO_RCVTIMEO), not poll and a read;
+    the timeout is left alone while it fits the time left, so a component's
+    invocations (all with the same timeout) set it once."""
+    reader, sock, wfd = socket_reader()
+    try:
+        assert sock.getblocking()
+        os.write(wfd, encode({"type": "a"}))
+        reader.read(soon(5.0))
+        first = receive_timeout(sock)
+        assert 4.9 < first <= 5.011  # (the kernel keeps it in clock ticks: rounded up)
+        os.write(wfd, encode({"type": "b"}))
+        reader.read(soon(5.0))
+        assert receive_timeout(sock) == first  # left alone
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            reader.read(time.monotonic() + 0.05)
+        assert 0.04 < time.monotonic() - started < 2.0
+        assert 0 < receive_timeout(sock) <= 0.061
+        # No deadline: the kernel timeout is cleared, and the read waits for the frame.
+        writer = threading.Timer(0.1, os.write, args=(wfd, encode({"type": "c"})))
+        writer.start()
+        assert reader.read(None) == ({"type": "c"}, b"")
+        writer.join()
+        assert receive_timeout(sock) == 0
+    finally:
+        reader.close()
+        sock.close()
+        os.close(wfd)
+
+
+def test_the_reader_waits_with_poll_where_the_kernel_refuses_the_timeout() -> None:
+    """A ``timeval`` layout the kernel does not take (EINVAL) turns the reader to
+    poll and a non-blocking read; deadlines, frames and EOF work the same."""
+    ours, theirs = socket.socketpair()
+    reader = _FrameReader(ours, timevals=(struct.Struct("@hh"),))  # 4 bytes: too short
+    wfd = theirs.detach()
+    try:
+        with pytest.raises(TimeoutError):
+            reader.read(time.monotonic() + 0.02)  # (its microseconds fit a short)
+        assert receive_timeout(ours) == 0  # never set
+        raw = encode({"type": "result"}, b"body")
+        os.write(wfd, raw[:5])
+        writer = threading.Timer(0.05, os.write, args=(wfd, raw[5:]))
+        writer.start()
+        assert reader.read(soon()) == ({"type": "result"}, b"body")
+        writer.join()
+        os.close(wfd)
+        wfd = -1
+        with pytest.raises(EOFError):
+            reader.read(soon())
+    finally:
+        reader.close()
+        ours.close()
+        if wfd >= 0:
+            os.close(wfd)
 
 
 @settings(max_examples=30, deadline=None)
@@ -256,8 +326,7 @@ def test_garbage_found_by_read_now_is_found_again_by_the_next_read(
 )
 def test_reader_handles_any_split_of_a_frame_stream(bodies: list[bytes], cuts: list[int]) -> None:
     raw = b"".join(encode({"type": "r", "i": i}, body) for i, body in enumerate(bodies))
-    rfd, wfd = os.pipe()
-    reader = _FrameReader(rfd)
+    reader, sock, wfd = socket_reader()
     try:
         pos = 0
         for cut in cuts:
@@ -267,7 +336,7 @@ def test_reader_handles_any_split_of_a_frame_stream(bodies: list[bytes], cuts: l
         got = [reader.read(soon()) for _ in bodies]
     finally:
         reader.close()
-        os.close(rfd)
+        sock.close()
         os.close(wfd)
     assert got == [({"type": "r", "i": i}, body) for i, body in enumerate(bodies)]
 

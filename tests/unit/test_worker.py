@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from edge.agent.worker import Outcome, Worker, WorkerDied, WorkerSpec, _FrameReader
 from edge.runtime.protocol import encode_frame
+from tests.harness.gate import Gate
 
 HANDLERS = Path(__file__).parent / "fixtures" / "workers"
 
@@ -374,10 +376,12 @@ def test_stop_of_a_never_started_worker_is_harmless() -> None:
 
 
 def test_the_reader_takes_a_frame_that_is_already_there_and_one_that_comes_later() -> None:
-    r, w = os.pipe()
+    ours, theirs = socket.socketpair()
+    w = theirs.detach()
     try:
-        reader = _FrameReader(r)
-        assert not os.get_blocking(r)  # a read comes first; waiting is poll's job
+        reader = _FrameReader(ours)
+        # Blocking: waiting is the read's own, with the kernel's receive timeout.
+        assert ours.getblocking()
         os.write(w, encode_frame({"type": "result", "n": 1}, b"one"))
         assert reader.read(None) == ({"type": "result", "n": 1}, b"one")
         # Nothing there yet: it waits for the frame, which arrives in two pieces.
@@ -393,14 +397,15 @@ def test_the_reader_takes_a_frame_that_is_already_there_and_one_that_comes_later
         assert reader.read(None) == ({"type": "result", "n": 2}, b"two")
         writer.join()
     finally:
-        os.close(r)
+        ours.close()
         os.close(w)
 
 
 def test_the_reader_keeps_its_deadline_when_nothing_comes() -> None:
-    r, w = os.pipe()
+    ours, theirs = socket.socketpair()
+    w = theirs.detach()
     try:
-        reader = _FrameReader(r)
+        reader = _FrameReader(ours)
         with pytest.raises(TimeoutError):
             reader.read(time.monotonic() + 0.05)
         os.close(w)
@@ -408,6 +413,35 @@ def test_the_reader_keeps_its_deadline_when_nothing_comes() -> None:
         with pytest.raises(EOFError):
             reader.read(time.monotonic() + 1.0)
     finally:
-        os.close(r)
+        ours.close()
         if w >= 0:
             os.close(w)
+
+
+def test_try_result_waits_for_the_answer_or_an_interrupt_and_takes_nothing_else(
+    started: Any,
+) -> None:
+    """The component runner's wait: an answer not there in time, or an interrupt,
+    gives None with nothing consumed; the answer, once there, is the frame."""
+    gate = Gate()
+    interrupt_r, interrupt_w = os.pipe()
+    try:
+        worker = started("app.gate", environment={"GATE_PORT": str(gate.port)})
+        sent = worker.send_invoke(request_id="req-g", topic="t", payload=b'{"n": 1}',
+                                  encoding="json", timeout=10.0)
+        assert gate.arrived() == worker.pid
+        assert worker.try_result(sent, 0.05, [interrupt_r]) is None  # running still
+        os.write(interrupt_w, b"x")
+        t0 = time.monotonic()
+        assert worker.try_result(sent, 5.0, [interrupt_r]) is None  # interrupted
+        assert time.monotonic() - t0 < 2.0
+        os.read(interrupt_r, 1)
+        gate.release_all()
+        frame = worker.try_result(sent, 5.0, [interrupt_r])
+        assert frame is not None and frame[0]["type"] == "result"
+        outcome = worker.await_outcome(sent, first=frame)
+        assert (outcome.ok, json.loads(outcome.body)) == (True, {"n": 1})
+    finally:
+        gate.close()
+        os.close(interrupt_r)
+        os.close(interrupt_w)

@@ -5,8 +5,10 @@
 // The header is JSON, or (for an invoke) the compact binary form described in
 // protocol.py; this runtime reads both, and writes an ok result in the compact
 // form and every other frame in JSON.
-// The channel is two pipe fds named in EDGE_CHANNEL_IN / EDGE_CHANNEL_OUT, so the
-// handler's console output (stdout and stderr, one pipe) never touches it.
+// The channel is two Unix socket fds named in EDGE_CHANNEL_IN / EDGE_CHANNEL_OUT
+// (one per direction: Node makes the one it reads non-blocking, and the writes
+// below are blocking), so the handler's console output (stdout and stderr, one
+// pipe) never touches it.
 // Node's built-in modules only: a cold start costs little more than `node` itself.
 
 const fs = require('fs');
@@ -345,7 +347,7 @@ function decodeHeader(raw) {
 }
 
 let buf = Buffer.alloc(0);
-// A socket on the pipe, not an fs stream: libuv then waits for it in the event loop
+// A net.Socket on the fd, not an fs stream: libuv then waits for it in the event loop
 // itself, where an fs stream runs every read on its thread pool (two thread
 // hand-offs per frame).
 const input = new net.Socket({ fd: IN_FD, readable: true, writable: false });
