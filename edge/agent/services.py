@@ -1,4 +1,4 @@
-"""What the agent gives each component's runtime beyond the pipe to its workers.
+"""What the agent gives each component's runtime beyond the channel to its workers.
 
 - bounded per-component function log files (``edge.agent.funclogs``);
 - memory slots for workers (cgroup v2 where possible, ``edge.agent.cgroup``);

@@ -1,9 +1,10 @@
-"""The Python worker: imports one handler and serves invocations over a pipe.
+"""The Python worker: imports one handler and serves invocations over its channel.
 
 Started by the agent (and by ``edgectl invoke``) as
-``python -m edge.runtime.bootstrap``. It imports nothing beyond the standard
-library and this package's two small runtime modules before the user's code,
-so a cold start costs little more than the interpreter itself.
+``python -m edge.runtime.bootstrap``, with the channel (a Unix socket) on its
+stdin and stdout. It imports nothing beyond the standard library and this
+package's two small runtime modules before the user's code, so a cold start
+costs little more than the interpreter itself.
 
 Protocol (see ``edge.runtime.protocol``):
 

@@ -23,7 +23,7 @@ parse (``whole_frame``), as the Python worker reads an invoke
 (``split_invoke``).
 
 The body carries the raw trigger payload or the raw result, so binary events
-(camera frames) cross the pipe without base64. Only the standard library is
+(camera frames) cross the channel without base64. Only the standard library is
 used: the worker bootstrap imports this module before the user's code and
 must start fast.
 
@@ -360,7 +360,7 @@ def whole_frame(chunk: bytes) -> tuple[dict[str, Any], bytes] | None:
 
 def write_all(fd: int, data: bytes) -> None:
     """Write ``data`` to a blocking fd in as few calls as the kernel allows (one
-    for a frame that fits the pipe), without a buffered stream's extra copy."""
+    for a frame that fits the pipe's or socket's buffer), without a buffered stream's extra copy."""
     written = os.write(fd, data)
     if written == len(data):  # the usual case: one call, no view
         return
