@@ -67,6 +67,9 @@ _LEN = struct.Struct(">I")
 # ``struct timeval`` for SO_RCVTIMEO: two C longs, or two 64-bit fields where a
 # 32-bit system has moved to a 64-bit time_t.
 _TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))
+# The longest receive timeout set at once (a longer wait is several), so that a
+# timeout of years still fits a 32-bit time_t.
+_LONGEST_WAIT = 86400.0
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
 NODE_BOOTSTRAP = RUNTIME_DIR / "node" / "bootstrap.js"
 GGV1_PATH = RUNTIME_DIR / "ggv1"
@@ -223,11 +226,12 @@ class _FrameReader:
             raise EOFError("reader closed")
         while True:
             if deadline is None:
-                left = 0.0
+                left = wait = 0.0
             else:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
+                wait = min(left, _LONGEST_WAIT)
             if not self._kernel_timeout:
                 # Round up: poll's unit is 1 ms, and 0 would spin until the deadline.
                 if not poll.poll(None if deadline is None else math.ceil(left * 1000)):
@@ -240,9 +244,9 @@ class _FrameReader:
                 # Set anew only when the timeout on the socket is none where one is
                 # needed, too long by over a millisecond, or too short by a tenth.
                 timeout = self._timeout
-                if (not timeout) != (not left) or timeout > left + 0.001 \
-                        or timeout < left * 0.9:
-                    self._set_timeout(left)
+                if (not timeout) != (not wait) or timeout > wait + 0.001 \
+                        or timeout < wait * 0.9:
+                    self._set_timeout(wait)
                     continue
                 try:
                     chunk = self._sock.recv(size)

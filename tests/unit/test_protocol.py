@@ -286,6 +286,10 @@ def test_the_reader_waits_in_the_read_with_the_kernel_timeout_set_only_when_off(
         assert reader.read(None) == ({"type": "c"}, b"")
         writer.join()
         assert receive_timeout(sock) == 0
+        # A deadline years away waits a day at a time (a timeval fits any time_t).
+        os.write(wfd, encode({"type": "d"}))
+        assert reader.read(soon(1e9)) == ({"type": "d"}, b"")
+        assert 86399 < receive_timeout(sock) <= 86401
     finally:
         reader.close()
         sock.close()
