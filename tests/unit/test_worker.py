@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -237,6 +238,32 @@ def test_death_by_signal_names_the_signal(started: Any) -> None:
     error = died(worker)
     assert error["errorType"] == "Runtime.ExitError"
     assert "SIGSEGV" in error["errorMessage"]
+
+
+def test_a_worker_that_dies_with_an_invocation_unread_is_reported_by_its_exit(
+    started: Any,
+) -> None:
+    """The runner sends the next invocation before the current one is answered. A
+    Unix socket whose peer closes with data unread reports a reset, not an end:
+    the death is still reported by the exit, and the next send fails cleanly."""
+    gate = Gate()
+    try:
+        worker = started("app.gate", environment={"GATE_PORT": str(gate.port)})
+        sent = worker.send_invoke(request_id="req-1", topic="t", payload=b"{}",
+                                  encoding="json", timeout=5.0)
+        assert gate.arrived() == worker.pid  # the first frame is read, the next is not
+        worker.send_invoke(request_id="req-2", topic="t", payload=b"{}", encoding="json",
+                           timeout=5.0)
+        os.kill(worker.pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied) as info:
+            worker.await_outcome(sent)
+        error = info.value.outcome.error
+        assert error is not None and error["errorType"] == "Runtime.ExitError"
+        assert error["errorMessage"] == "worker exited on signal SIGKILL"
+        with pytest.raises(WorkerDied, match="not running"):
+            call(worker)
+    finally:
+        gate.close()
 
 
 def test_garbage_on_the_result_channel_kills_the_worker(started: Any) -> None:
