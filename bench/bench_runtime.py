@@ -298,7 +298,8 @@ def run() -> None:
             "and a component's first start leave them",
             f"channel: {ROUND_TRIPS} sequential round trips in {CHANNEL_ROUNDS} rounds that "
             "alternate with the baseline's (each after 100 warm-up), pooled; 100-byte JSON "
-            "event through the length-prefixed frames, echo handler; baseline is the same "
+            "event through the length-prefixed frames on the worker's socket pair (Worker."
+            "invoke, as edgectl invoke), echo handler; baseline is the same "
             "100 bytes written to and read back from a child Python process over two pipes",
             "channel p50 per round, bare pipe/ours in µs (shows how the VM's wake-up cost "
             "moves): " + ", ".join(per_round),
