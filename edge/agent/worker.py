@@ -388,8 +388,8 @@ class Worker:
         node = self.spec.language == "nodejs"
         chan, child = socket.socketpair()
         chan_in, child_out = socket.socketpair() if node else (chan, child)
-        child_fds = (child.fileno(), child_out.fileno())
         if node:
+            child_fds = (child.fileno(), child_out.fileno())
             env["EDGE_CHANNEL_IN"], env["EDGE_CHANNEL_OUT"] = map(str, child_fds)
             popen.update(pass_fds=child_fds)
         else:
@@ -456,8 +456,7 @@ class Worker:
 
     def _send(self, header: dict[str, Any], body: bytes = b"") -> None:
         assert self._chan is not None
-        # One write on the fd: a buffered stream's write + flush adds a copy and
-        # two trips through the I/O layer for nothing (we always flush at once).
+        # One write on the socket's fd (``write_all``), as the worker writes its frames.
         write_all(self._chan.fileno(), encode_frame(header, body))
 
     def _pump_output(self) -> None:
